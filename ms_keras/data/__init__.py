@@ -1,0 +1,110 @@
+"""Datasets: one loading path for the synthetic and the real datasets.
+
+`load(config, task_specs, split, ...)` returns `(image, targets)` batches; the
+examples behind it come from a TFDS builder prepared once into `data_dir`.
+"""
+
+import dataclasses
+import os
+
+import tensorflow_datasets as tfds
+
+from ms_keras import tasks as tasks_lib
+from ms_keras.data import pipeline
+from ms_keras.data import synthetic_builders
+
+DEFAULT_SYNTHETIC_EXAMPLES = (1000, 200, 200)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the examples of an experiment come from.
+
+    Attributes:
+        dataset: dataset name (`tasks.DATASET_NAMES`).
+        image_size: `(height, width)` fed to the model.
+        data_dir: TFDS data directory for the synthetic datasets (None: the
+            TFDS default), or the directory holding the user's files for a
+            real dataset.
+        segmentation_classes: overrides the dataset's class count (e.g. 3 for
+            the CelebA background/hair/skin merge).
+        synthetic_examples: `(train, validation, test)` sizes of a synthetic
+            dataset.
+        synthetic_seed: seed of the synthetic generator.
+        synthetic_holes: punch Kinect-like holes into synthetic NYU depth.
+    """
+
+    dataset: str
+    image_size: tuple
+    data_dir: str = None
+    segmentation_classes: int = None
+    synthetic_examples: tuple = DEFAULT_SYNTHETIC_EXAMPLES
+    synthetic_seed: int = 0
+    synthetic_holes: bool = True
+
+    @property
+    def spec(self):
+        """The DatasetSpec (tasks) of this configuration."""
+        return tasks_lib.get_dataset(self.dataset, self.segmentation_classes)
+
+
+def check_data_dir(config):
+    """Raises ValueError when a real dataset's `data_dir` cannot be used."""
+    if config.spec.synthetic:
+        return
+    if not config.data_dir:
+        raise ValueError(
+            f"Dataset '{config.dataset}' is read from your own files: pass "
+            "--data_dir=<directory holding them>.")
+    if not os.path.isdir(config.data_dir):
+        raise ValueError(
+            f"--data_dir={config.data_dir}: no such directory (dataset "
+            f"'{config.dataset}' is read from the user's files).")
+
+
+def _real_builder(config):
+    raise ValueError(
+        f"Dataset '{config.dataset}': reading the real release from "
+        f"{config.data_dir} is not available in this version; use "
+        "synthetic_nyu or synthetic_celeba.")
+
+
+def builder(config):
+    """Returns the prepared TFDS builder of `config`'s examples."""
+    check_data_dir(config)
+    if not config.spec.synthetic:
+        return _real_builder(config)
+    tfds.disable_progress_bar()
+    height, width = config.image_size
+    train, validation, test = config.synthetic_examples
+    builder_config = synthetic_builders.make_config(
+        height, width, train, validation, test, config.synthetic_seed,
+        config.synthetic_holes)
+    cls = synthetic_builders.BUILDERS[config.dataset]
+    result = cls(config=builder_config, data_dir=config.data_dir)
+    result.download_and_prepare()
+    return result
+
+
+def load(config, task_specs, split, batch_size, training, seed=0):
+    """Batches of `(image, targets)` for one split.
+
+    Args:
+        config: a DataConfig.
+        task_specs: TaskSpecs whose targets to produce.
+        split: a TFDS split expression (`train`, `validation`, `test`,
+            `train[:50%]`, ...).
+        batch_size: examples per batch.
+        training: shuffle, augment and repeat forever; else one ordered pass.
+        seed: seed of shuffling and augmentation.
+    """
+    examples = builder(config).as_dataset(split=split,
+                                          shuffle_files=training)
+    return pipeline.make_batches(examples, config.spec, task_specs,
+                                 config.image_size, batch_size, training,
+                                 seed=seed)
+
+
+def num_examples(config, split):
+    """Number of examples in `split` (a plain split name)."""
+    return builder(config).info.splits[split].num_examples

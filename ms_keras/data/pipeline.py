@@ -1,0 +1,156 @@
+"""From stored examples to model-ready `(image, targets)` batches.
+
+Stored examples (TFDS feature dicts) are converted to the conventions of
+DESIGN.md: images float32 in [0, 1], segmentation int32 with 255 = ignore,
+depth `(h, w, 1)` metres with 0 = invalid, normals `(h, w, 3)` unit vectors
+with all-zero = invalid, edges `(h, w, 1)` in {0, 1}, attributes `(1,)` in
+{0, 1}. Targets are a dict keyed by task name.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from ms_keras import tasks as tasks_lib
+from ms_keras.data.celeba_parts import merge_lookup
+from ms_keras.tasks import CELEBA_ATTRIBUTES
+from ms_keras.tasks import CELEBA_PART_NAMES
+
+
+def _mirror_lookup():
+    """Class table that swaps left/right CelebA parts under a horizontal flip."""
+    table = np.arange(256, dtype=np.int32)
+    names = list(CELEBA_PART_NAMES)
+    for left, right in (("l_eye", "r_eye"), ("l_brow", "r_brow"),
+                        ("l_ear", "r_ear")):
+        i, j = names.index(left), names.index(right)
+        table[i], table[j] = j, i
+    return table
+
+
+_CELEBA_MIRROR = _mirror_lookup()
+
+
+def _resize_nearest(x, size):
+    return tf.image.resize(x, size, method="nearest")
+
+
+def _resize_dense_targets(example, size):
+    """Resizes stored NYU-family maps; nearest keeps labels and holes exact."""
+    out = dict(example)
+    out["image"] = tf.image.resize(example["image"], size, method="bilinear")
+    for key in ("segmentation", "edges", "depth"):
+        if key in example:
+            out[key] = _resize_nearest(example[key][..., None], size)[..., 0]
+    if "normals" in example:
+        normals = example["normals"]
+        valid = tf.cast(tf.reduce_any(normals != 0, axis=-1, keepdims=True),
+                        tf.float32)
+        valid = _resize_nearest(valid, size)
+        smooth = tf.image.resize(normals, size, method="bilinear")
+        smooth = tf.math.l2_normalize(smooth, axis=-1)
+        out["normals"] = smooth * valid
+    return out
+
+
+def _to_targets(example, dataset, task_specs):
+    targets = {}
+    for task in task_specs:
+        if task.kind == tasks_lib.SEGMENTATION:
+            labels = tf.cast(example["segmentation"], tf.int32)
+            if dataset.family == "celeba" and task.output_channels == 3:
+                labels = tf.gather(tf.constant(merge_lookup(), tf.int32),
+                                   labels)
+            targets[task.name] = labels
+        elif task.kind == tasks_lib.DEPTH:
+            targets[task.name] = tf.cast(example["depth"], tf.float32)[..., None]
+        elif task.kind == tasks_lib.NORMALS:
+            targets[task.name] = tf.cast(example["normals"], tf.float32)
+        elif task.kind == tasks_lib.EDGES:
+            targets[task.name] = tf.cast(example["edges"], tf.float32)[..., None]
+        else:
+            index = CELEBA_ATTRIBUTES.index(task.name)
+            targets[task.name] = tf.cast(example["attributes"][index:index + 1],
+                                         tf.float32)
+    return targets
+
+
+def example_to_inputs(example, dataset, task_specs, image_size):
+    """Converts one stored example to `(image, targets)`.
+
+    Args:
+        example: dict of stored features (TFDS layout of `data.features`).
+        dataset: the DatasetSpec.
+        task_specs: TaskSpecs whose targets to produce.
+        image_size: `(height, width)` the model expects.
+    """
+    stored = tuple(example["image"].shape[:2])
+    if stored != tuple(image_size):
+        example = _resize_dense_targets(example, image_size)
+    image = tf.cast(example["image"], tf.float32)
+    if example["image"].dtype == tf.uint8:
+        image = image / 255.0
+    return image, _to_targets(example, dataset, task_specs)
+
+
+def flip_horizontally(image, targets, dataset, task_specs):
+    """Mirrors an example left-right, keeping every target consistent.
+
+    Normals get their x component negated; CelebA left/right parts swap
+    classes.
+    """
+    image = tf.reverse(image, axis=[1])
+    flipped = {}
+    for task in task_specs:
+        value = targets[task.name]
+        if task.is_dense:
+            value = tf.reverse(value, axis=[1])
+        if task.kind == tasks_lib.NORMALS:
+            value = value * tf.constant([-1.0, 1.0, 1.0])
+        if (task.kind == tasks_lib.SEGMENTATION and dataset.family == "celeba"
+                and task.output_channels != 3):
+            value = tf.gather(tf.constant(_CELEBA_MIRROR), value)
+        flipped[task.name] = value
+    return image, flipped
+
+
+def augment(image, targets, dataset, task_specs, seed):
+    """Random horizontal flip with probability 1/2 (stateless in `seed`)."""
+    coin = tf.random.stateless_uniform((), seed=seed)
+    return tf.cond(
+        coin < 0.5,
+        lambda: flip_horizontally(image, targets, dataset, task_specs),
+        lambda: (image, targets))
+
+
+def make_batches(examples, dataset, task_specs, image_size, batch_size,
+                 training, seed=0, cache=True):
+    """Turns a dataset of stored examples into `(image, targets)` batches.
+
+    Args:
+        examples: `tf.data.Dataset` of stored feature dicts.
+        dataset: the DatasetSpec.
+        task_specs: TaskSpecs whose targets to produce.
+        image_size: `(height, width)` the model expects.
+        batch_size: examples per batch.
+        training: shuffle, augment and repeat forever (batches of exactly
+            `batch_size`); otherwise one ordered pass.
+        seed: seed of shuffling and augmentation.
+        cache: keep converted examples in memory after the first pass.
+
+    Returns:
+        A batched, prefetched `tf.data.Dataset`.
+    """
+    ds = examples.map(
+        lambda ex: example_to_inputs(ex, dataset, task_specs, image_size),
+        num_parallel_calls=tf.data.AUTOTUNE)
+    if cache:
+        ds = ds.cache()
+    if training:
+        ds = ds.shuffle(2048, seed=seed, reshuffle_each_iteration=True).repeat()
+        counters = tf.data.Dataset.counter()
+        ds = tf.data.Dataset.zip((ds, counters)).map(
+            lambda pair, i: augment(pair[0], pair[1], dataset, task_specs,
+                                    tf.stack([tf.cast(seed, tf.int64), i])),
+            num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=training)
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,135 @@
+"""Flags that define an experiment (train and finetune), with validators."""
+
+from absl import flags
+
+from ms_keras import data as data_lib
+from ms_keras import tasks as tasks_lib
+from ms_keras.models import BACKBONES
+from ms_keras.models.heads import DEFAULT_ASPP_RATES
+from ms_keras.training import experiment
+
+# Data
+DATASET = flags.DEFINE_enum(
+    "dataset", "synthetic_nyu", tasks_lib.DATASET_NAMES,
+    "Dataset. synthetic_* are built in; nyu and celeba read --data_dir.")
+TASKS = flags.DEFINE_list(
+    "tasks", None, "Tasks by number or name, e.g. 1,2,3 or "
+    "segmentation,depth. Default: all tasks of --dataset.")
+IMAGE_SIZE = flags.DEFINE_list(
+    "image_size", ["64", "64"], "height,width fed to the model; multiples "
+    "of 8. Synthetic data is rendered at this size.")
+SEGMENTATION_CLASSES = flags.DEFINE_integer(
+    "segmentation_classes", None, "Override the number of segmentation "
+    "classes: 13 or 40 for nyu, 3 (background/hair/skin) or 19 for celeba.")
+SYNTHETIC_EXAMPLES = flags.DEFINE_list(
+    "synthetic_examples", [str(n) for n in data_lib.DEFAULT_SYNTHETIC_EXAMPLES],
+    "train,validation,test sizes of a synthetic dataset.")
+SYNTHETIC_SEED = flags.DEFINE_integer(
+    "synthetic_seed", 0, "Seed of the synthetic data generator.")
+SYNTHETIC_HOLES = flags.DEFINE_boolean(
+    "synthetic_holes", True, "Punch Kinect-like holes (invalid depth and "
+    "normals) into synthetic_nyu.")
+
+# Model
+BACKBONE = flags.DEFINE_enum(
+    "backbone", "resnet_tiny", list(BACKBONES), "Dilated ResNet backbone.")
+ACTIVATION = flags.DEFINE_enum(
+    "activation", "relu", ["relu", "gelu"], "Activation of every block.")
+HEAD_FILTERS = flags.DEFINE_integer(
+    "head_filters", 0, "Width of the task heads (0: the backbone's default).",
+    lower_bound=0)
+ASPP_RATES = flags.DEFINE_list(
+    "aspp_rates", [str(r) for r in DEFAULT_ASPP_RATES],
+    "Dilation rates of the ASPP branches.")
+
+# Training
+MODE = flags.DEFINE_enum(
+    "mode", "mtl", list(experiment.MODES),
+    "stl: one task; mtl: all --tasks jointly.")
+BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Examples per batch.")
+EPOCHS = flags.DEFINE_integer("epochs", 10, "Maximum number of epochs.")
+STEPS_PER_EPOCH = flags.DEFINE_integer(
+    "steps_per_epoch", 0, "Optimizer steps per epoch (0: one pass over the "
+    "training split).", lower_bound=0)
+VALIDATION_STEPS = flags.DEFINE_integer(
+    "validation_steps", 0, "Validation batches per epoch (0: all).",
+    lower_bound=0)
+LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Learning rate.")
+OPTIMIZER = flags.DEFINE_enum(
+    "optimizer", "adam", list(experiment.OPTIMIZERS), "Optimizer.")
+LOSS_WEIGHTING = flags.DEFINE_enum(
+    "loss_weighting", "uncertainty", ["uncertainty", "equal"],
+    "uncertainty: Kendall et al. (Eq. 2); equal: plain sum.")
+EARLY_STOPPING_PATIENCE = flags.DEFINE_integer(
+    "early_stopping_patience", 5, "Epochs without a better validation loss "
+    "before stopping (0: never stop early).", lower_bound=0)
+SEED = flags.DEFINE_integer("seed", 0, "Seed of initialisation, shuffling "
+                            "and augmentation.")
+JIT_COMPILE = flags.DEFINE_boolean(
+    "jit_compile", False, "Compile the train step with XLA.")
+OVERWRITE = flags.DEFINE_boolean(
+    "overwrite", False, "Replace a finished run or another experiment in "
+    "--model_dir instead of refusing.")
+
+
+def _positive(name):
+    flags.register_validator(
+        name, lambda v: v is None or v > 0, message="must be positive")
+
+
+for _name in ("batch_size", "epochs", "learning_rate"):
+    _positive(_name)
+
+
+def _int_list(values, name):
+    try:
+        return tuple(int(v) for v in values)
+    except ValueError:
+        raise flags.ValidationError(
+            f"--{name}={','.join(values)}: expected integers") from None
+
+
+@flags.validator("image_size")
+def _check_image_size(values):
+    size = _int_list(values, "image_size")
+    if len(size) != 2 or min(size) <= 0 or any(s % 8 for s in size):
+        raise flags.ValidationError(
+            f"--image_size={','.join(values)}: expected height,width, two "
+            "positive multiples of 8")
+    return True
+
+
+@flags.validator("synthetic_examples")
+def _check_synthetic_examples(values):
+    sizes = _int_list(values, "synthetic_examples")
+    if len(sizes) != 3 or min(sizes) <= 0:
+        raise flags.ValidationError(
+            f"--synthetic_examples={','.join(values)}: expected "
+            "train,validation,test, three positive counts")
+    return True
+
+
+@flags.validator("aspp_rates")
+def _check_aspp_rates(values):
+    rates = _int_list(values, "aspp_rates")
+    if not rates or min(rates) <= 0:
+        raise flags.ValidationError(
+            f"--aspp_rates={','.join(values)}: expected positive integers")
+    return True
+
+
+@flags.multi_flags_validator(["dataset", "tasks", "segmentation_classes",
+                              "mode"])
+def _check_tasks(values):
+    try:
+        spec = tasks_lib.get_dataset(values["dataset"],
+                                     values["segmentation_classes"])
+        if values["tasks"] is not None:
+            tasks_lib.parse_tasks(spec, values["tasks"])
+    except ValueError as e:
+        raise flags.ValidationError(str(e)) from None
+    if values["mode"] == "stl" and len(values["tasks"] or spec.tasks) != 1:
+        raise flags.ValidationError(
+            f"--mode=stl trains exactly one task; got --tasks="
+            f"{','.join(values['tasks'] or spec.task_names)}")
+    return True

@@ -1,0 +1,243 @@
+"""Task metrics: the paper's (Table 2) and the standard NYUv2 set.
+
+All are `keras.metrics.Metric`s that accumulate over batches and skip invalid
+pixels. Each task's metrics are named `<task>_<metric>` so that Keras logs and
+TensorBoard keep tasks apart; `group_results` turns logs back into
+`{task: {metric: value}}`.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+from ms_keras import tasks as tasks_lib
+
+# The paper's metric of each task kind and whether higher is better.
+PRIMARY_METRIC = {
+    tasks_lib.SEGMENTATION: ("miou", True),
+    tasks_lib.DEPTH: ("mae", False),
+    tasks_lib.NORMALS: ("cosine_similarity", True),
+    tasks_lib.EDGES: ("mae", False),
+    tasks_lib.ATTRIBUTE: ("accuracy", True),
+}
+
+ANGLE_THRESHOLDS = (11.25, 22.5, 30.0)
+_ANGLE_BIN_DEGREES = 0.0625  # divides every threshold exactly
+
+
+def _normal_is_valid(normals):
+    return ops.sum(ops.abs(normals), axis=-1) > 0
+
+
+def _depth_is_valid(depth):
+    return depth[..., 0] > tasks_lib.INVALID_DEPTH
+
+
+def _angle_degrees(normals_true, normals_pred):
+    pred = ops.normalize(normals_pred, axis=-1, epsilon=1e-12)
+    true = ops.normalize(ops.cast(normals_true, pred.dtype), axis=-1,
+                         epsilon=1e-12)
+    cosine = ops.clip(ops.sum(pred * true, axis=-1), -1.0, 1.0)
+    return ops.arccos(cosine) * (180.0 / math.pi)
+
+
+def _absolute_relative_error(depth_true, depth_pred):
+    depth_true = ops.cast(depth_true, depth_pred.dtype)
+    safe = ops.maximum(depth_true, 1e-6)
+    return ops.mean(ops.abs(depth_pred - depth_true) / safe, axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="ms_keras")
+class SegmentationMeanIoU(keras.metrics.MeanIoU):
+    """Mean IoU from an accumulated confusion matrix; label 255 is ignored.
+
+    Takes logits (argmax is applied). Classes that appear in neither labels nor
+    predictions are left out of the mean.
+    """
+
+    def __init__(self, num_classes, name="miou", dtype=None):
+        super().__init__(num_classes, name=name, dtype=dtype,
+                         ignore_class=tasks_lib.IGNORE_LABEL,
+                         sparse_y_pred=False)
+
+    def get_config(self):
+        return {"num_classes": self.num_classes, "name": self.name}
+
+
+@keras.saving.register_keras_serializable(package="ms_keras")
+class PixelAccuracy(keras.metrics.SparseCategoricalAccuracy):
+    """Fraction of labelled pixels whose argmax class is right (255 ignored)."""
+
+    def __init__(self, name="pixel_accuracy", dtype=None):
+        super().__init__(name=name, dtype=dtype)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        valid = ops.not_equal(ops.cast(y_true, "int32"),
+                              tasks_lib.IGNORE_LABEL)
+        return super().update_state(y_true, y_pred, sample_weight=valid)
+
+
+@keras.saving.register_keras_serializable(package="ms_keras")
+class DepthMeanAbsoluteError(keras.metrics.MeanAbsoluteError):
+    """Mean absolute depth error in metres over valid (non-zero) pixels."""
+
+    def __init__(self, name="mae", dtype=None):
+        super().__init__(name=name, dtype=dtype)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(y_true, y_pred,
+                                    sample_weight=_depth_is_valid(y_true))
+
+
+@keras.saving.register_keras_serializable(package="ms_keras")
+class DepthAbsoluteRelativeError(keras.metrics.MeanMetricWrapper):
+    """Mean of `|pred - true| / true` over valid depth pixels."""
+
+    def __init__(self, name="abs_rel", dtype=None):
+        super().__init__(_absolute_relative_error, name=name, dtype=dtype)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(y_true, y_pred,
+                                    sample_weight=_depth_is_valid(y_true))
+
+    def get_config(self):
+        return {"name": self.name}
+
+
+@keras.saving.register_keras_serializable(package="ms_keras")
+class NormalCosineSimilarity(keras.metrics.CosineSimilarity):
+    """Mean per-pixel cosine similarity over pixels with a valid normal."""
+
+    def __init__(self, name="cosine_similarity", dtype=None):
+        super().__init__(name=name, dtype=dtype, axis=-1)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(y_true, y_pred,
+                                    sample_weight=_normal_is_valid(y_true))
+
+    def get_config(self):
+        return {"name": self.name}
+
+
+@keras.saving.register_keras_serializable(package="ms_keras")
+class NormalAngleMean(keras.metrics.MeanMetricWrapper):
+    """Mean angle (degrees) between predicted and true normals."""
+
+    def __init__(self, name="angle_mean", dtype=None):
+        super().__init__(_angle_degrees, name=name, dtype=dtype)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(y_true, y_pred,
+                                    sample_weight=_normal_is_valid(y_true))
+
+    def get_config(self):
+        return {"name": self.name}
+
+
+@keras.saving.register_keras_serializable(package="ms_keras")
+class NormalAngleHistogram(keras.metrics.Metric):
+    """Median angle error and % of pixels within 11.25/22.5/30 degrees.
+
+    Angles are accumulated in a histogram of 1/16-degree bins, so the
+    thresholds are exact and the median is exact to within 1/32 degree (linear
+    interpolation inside the median's bin) without storing every pixel.
+    `result()` returns a dict `{<prefix>angle_median, <prefix>within_11.25,
+    <prefix>within_22.5, <prefix>within_30}`.
+
+    Args:
+        prefix: prepended to every key of the result (e.g. `normals_`).
+    """
+
+    def __init__(self, prefix="", name="angle_histogram", dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.prefix = prefix
+        self.num_bins = int(round(180.0 / _ANGLE_BIN_DEGREES))
+        self.counts = self.add_variable(
+            shape=(self.num_bins,), initializer="zeros", name="counts",
+            dtype="float64")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        angles = ops.reshape(_angle_degrees(y_true, y_pred), (-1,))
+        valid = ops.reshape(_normal_is_valid(y_true), (-1,))
+        bins = ops.clip(ops.cast(ops.floor(angles / _ANGLE_BIN_DEGREES),
+                                 "int32"), 0, self.num_bins - 1)
+        counts = ops.segment_sum(ops.cast(valid, "float64"), bins,
+                                 num_segments=self.num_bins)
+        self.counts.assign_add(counts)
+
+    def result(self):
+        total = ops.maximum(ops.sum(self.counts), 1.0)
+        cumulative = ops.cumsum(self.counts) / total
+        results = {}
+        for threshold in ANGLE_THRESHOLDS:
+            index = int(round(threshold / _ANGLE_BIN_DEGREES))
+            key = f"{self.prefix}within_{threshold:g}"
+            results[key] = ops.cast(100.0 * cumulative[index - 1], "float32")
+        # First bin whose cumulative share reaches one half, then interpolate.
+        median_bin = ops.argmax(ops.cast(cumulative >= 0.5, "int32"))
+        below = ops.where(median_bin > 0,
+                          ops.take(cumulative, ops.maximum(median_bin - 1, 0)),
+                          0.0)
+        share = ops.take(self.counts, median_bin) / total
+        inside = (0.5 - below) / ops.maximum(share, 1e-12)
+        median = (ops.cast(median_bin, "float64") + inside) * _ANGLE_BIN_DEGREES
+        results[f"{self.prefix}angle_median"] = ops.cast(median, "float32")
+        return results
+
+    def reset_state(self):
+        self.counts.assign(ops.zeros_like(self.counts))
+
+    def get_config(self):
+        return {"prefix": self.prefix, "name": self.name}
+
+
+def build_task_metrics(task):
+    """Returns the metrics of `task`, each named `<task>_<metric>`."""
+    prefix = f"{task.name}_"
+    if task.kind == tasks_lib.SEGMENTATION:
+        return [SegmentationMeanIoU(task.output_channels, name=prefix + "miou"),
+                PixelAccuracy(name=prefix + "pixel_accuracy")]
+    if task.kind == tasks_lib.DEPTH:
+        return [DepthMeanAbsoluteError(name=prefix + "mae"),
+                DepthAbsoluteRelativeError(name=prefix + "abs_rel")]
+    if task.kind == tasks_lib.NORMALS:
+        return [NormalCosineSimilarity(name=prefix + "cosine_similarity"),
+                NormalAngleMean(name=prefix + "angle_mean"),
+                NormalAngleHistogram(prefix=prefix,
+                                     name=prefix + "angle_histogram")]
+    if task.kind == tasks_lib.EDGES:
+        return [keras.metrics.MeanAbsoluteError(name=prefix + "mae")]
+    return [keras.metrics.BinaryAccuracy(name=prefix + "accuracy",
+                                         threshold=0.0)]
+
+
+def metric_results(metrics):
+    """Flattens metric results (scalars and dicts) into `{name: float}`."""
+    flat = {}
+    for metric in metrics:
+        result = metric.result()
+        if isinstance(result, dict):
+            flat.update({k: float(v) for k, v in result.items()})
+        else:
+            flat[metric.name] = float(result)
+    return flat
+
+
+def group_results(logs, task_names, prefix=""):
+    """Groups flat logs `{<prefix><task>_<metric>: v}` by task.
+
+    Keys that belong to no task (e.g. the total `loss`) are dropped.
+
+    Returns:
+        `{task: {metric: value}}`, including each task's `loss`.
+    """
+    grouped = {name: {} for name in task_names}
+    by_length = sorted(task_names, key=len, reverse=True)
+    for key, value in logs.items():
+        for name in by_length:
+            head = f"{prefix}{name}_"
+            if key.startswith(head):
+                grouped[name][key[len(head):]] = float(value)
+                break
+    return grouped

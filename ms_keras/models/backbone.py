@@ -1,0 +1,145 @@
+"""Dilated ResNet backbones with output stride 8.
+
+The last two stages keep their resolution and dilate their 3x3 convolutions by
+2 and 4 instead of striding (as DeepLab and the paper's dilated ResNet-50 do).
+Layer names follow `stage{s}_block{b}_{conv,bn}{i}` so that sparsity tools can
+find the producer/consumer pairs inside each residual block.
+"""
+
+import dataclasses
+
+import keras
+
+from ms_keras.models.layers import ExactBatchNormalization
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+OUTPUT_STRIDE = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneConfig:
+    """Shape of a dilated ResNet.
+
+    Attributes:
+        block: `basic` (two 3x3 convs) or `bottleneck` (1x1, 3x3, 1x1 x4).
+        blocks_per_stage: number of residual blocks in stages 2-5.
+        widths: inner width of the blocks of each stage.
+        stem_filters: filters of the 7x7 stem convolution.
+        head_filters: default width of the ASPP heads attached to it.
+    """
+
+    block: str
+    blocks_per_stage: tuple
+    widths: tuple
+    stem_filters: int
+    head_filters: int
+
+    @property
+    def expansion(self):
+        return 4 if self.block == "bottleneck" else 1
+
+    @property
+    def output_channels(self):
+        return self.widths[-1] * self.expansion
+
+
+BACKBONES = {
+    "resnet50_d8": BackboneConfig("bottleneck", (3, 4, 6, 3),
+                                  (64, 128, 256, 512), 64, 256),
+    "resnet18_d8": BackboneConfig("basic", (2, 2, 2, 2),
+                                  (64, 128, 256, 512), 64, 128),
+    "resnet_tiny": BackboneConfig("basic", (1, 1, 1, 1),
+                                  (8, 16, 24, 32), 8, 16),
+}
+
+# Stages 2-5: stride of the first block and dilation of the stage.
+_STAGE_STRIDES = (1, 2, 1, 1)
+_STAGE_DILATIONS = (1, 1, 2, 4)
+
+
+def _conv(filters, kernel_size, name, strides=1, dilation_rate=1):
+    return keras.layers.Conv2D(
+        filters, kernel_size, strides=strides, dilation_rate=dilation_rate,
+        padding="same", use_bias=False, kernel_initializer="he_normal",
+        name=name)
+
+
+def _conv_bn(x, filters, kernel_size, name, index, activation, strides=1,
+             dilation_rate=1):
+    x = _conv(filters, kernel_size, f"{name}_conv{index}", strides,
+              dilation_rate)(x)
+    x = ExactBatchNormalization(name=f"{name}_bn{index}")(x)
+    if activation is not None:
+        x = keras.layers.Activation(activation, name=f"{name}_act{index}")(x)
+    return x
+
+
+def _residual_block(x, config, width, strides, dilation, name, activation):
+    out_channels = width * config.expansion
+    shortcut = x
+    if strides != 1 or x.shape[-1] != out_channels:
+        shortcut = _conv(out_channels, 1, f"{name}_shortcut_conv",
+                         strides=strides)(x)
+        shortcut = ExactBatchNormalization(name=f"{name}_shortcut_bn")(shortcut)
+    if config.block == "bottleneck":
+        y = _conv_bn(x, width, 1, name, 1, activation)
+        y = _conv_bn(y, width, 3, name, 2, activation, strides, dilation)
+        y = _conv_bn(y, out_channels, 1, name, 3, None)
+    else:
+        y = _conv_bn(x, width, 3, name, 1, activation, strides, dilation)
+        y = _conv_bn(y, width, 3, name, 2, None, 1, dilation)
+    y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
+    return keras.layers.Activation(activation, name=f"{name}_out")(y)
+
+
+def build_backbone(name, image_size, activation="relu"):
+    """Builds a dilated ResNet as a functional `keras.Model` named `backbone`.
+
+    The model takes images in [0, 1] (NHWC), normalises them with the ImageNet
+    statistics, and returns a feature map at 1/8 of the input resolution.
+
+    Args:
+        name: one of `BACKBONES` (`resnet50_d8`, `resnet18_d8`, `resnet_tiny`).
+        image_size: `(height, width)`, each a positive multiple of 8.
+        activation: activation of the blocks (`relu`; `gelu` gives smooth
+            second derivatives for gradient checks).
+
+    Returns:
+        A `keras.Model`.
+
+    Raises:
+        ValueError: for an unknown backbone or an image size that is not a
+            positive multiple of 8.
+    """
+    if name not in BACKBONES:
+        raise ValueError(
+            f"Unknown backbone '{name}'. Allowed: {', '.join(BACKBONES)}")
+    height, width = (int(s) for s in image_size)
+    if height <= 0 or width <= 0 or height % 8 or width % 8:
+        raise ValueError(
+            "`image_size` must be two positive multiples of 8 (output stride "
+            f"8). Received: image_size={tuple(image_size)}")
+    config = BACKBONES[name]
+    images = keras.Input((height, width, 3), name="image")
+    x = keras.layers.Normalization(
+        mean=IMAGENET_MEAN, variance=[s * s for s in IMAGENET_STD],
+        name="input_normalization")(images)
+    x = _conv(config.stem_filters, 7, "stem_conv", strides=2)(x)
+    x = ExactBatchNormalization(name="stem_bn")(x)
+    x = keras.layers.Activation(activation, name="stem_act")(x)
+    x = keras.layers.MaxPooling2D(3, strides=2, padding="same",
+                                  name="stem_pool")(x)
+    previous_dilation = 1
+    for stage, (blocks, width, stride, dilation) in enumerate(
+            zip(config.blocks_per_stage, config.widths, _STAGE_STRIDES,
+                _STAGE_DILATIONS), start=2):
+        for block in range(1, blocks + 1):
+            # As in torchvision's dilated ResNet, the first block of a dilated
+            # stage still uses the previous stage's dilation.
+            block_dilation = previous_dilation if block == 1 else dilation
+            x = _residual_block(
+                x, config, width, stride if block == 1 else 1, block_dilation,
+                f"stage{stage}_block{block}", activation)
+        previous_dilation = dilation
+    return keras.Model(images, x, name="backbone")

@@ -1,0 +1,186 @@
+"""Layers whose second derivatives are exact.
+
+The meta-gradient differentiates through the inner loop's gradient, so every op
+on the forward path needs a correct second derivative. Two stock Keras/TF
+pieces fail that: `tf.image.resize` (bilinear) has no registered second
+derivative, and Keras `BatchNormalization` computes the batch variance with
+`tf.nn.moments`, which stops the gradient through the mean. The layers here
+replace them with plain differentiable ops.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+
+def bilinear_matrix(in_size, out_size):
+    """Interpolation matrix A (out_size x in_size) of half-pixel bilinear resize.
+
+    `A @ x` resizes a signal of length `in_size` to `out_size` exactly as
+    `tf.image.resize(..., method="bilinear", antialias=False)` does.
+    """
+    scale = in_size / out_size
+    centres = (np.arange(out_size) + 0.5) * scale - 0.5
+    centres = np.clip(centres, 0.0, in_size - 1)
+    lower = np.floor(centres).astype(np.int64)
+    upper = np.minimum(lower + 1, in_size - 1)
+    frac = centres - lower
+    matrix = np.zeros((out_size, in_size), np.float64)
+    rows = np.arange(out_size)
+    np.add.at(matrix, (rows, lower), 1.0 - frac)
+    np.add.at(matrix, (rows, upper), frac)
+    return matrix
+
+
+@keras.saving.register_keras_serializable(package="ms_keras")
+class BilinearResize(keras.layers.Layer):
+    """Bilinear resize of NHWC maps as two matrix contractions.
+
+    Equal in value to `tf.image.resize(x, size, "bilinear")` but built from
+    `einsum` with constant interpolation matrices, so gradients of every order
+    are exact. The input's spatial size must be static.
+
+    Args:
+        size: `(height, width)` of the output.
+    """
+
+    def __init__(self, size, **kwargs):
+        super().__init__(**kwargs)
+        self.size = tuple(int(s) for s in size)
+        if len(self.size) != 2 or min(self.size) <= 0:
+            raise ValueError(
+                f"`size` must be two positive integers. Received: size={size}"
+            )
+
+    def build(self, input_shape):
+        in_h, in_w = input_shape[1], input_shape[2]
+        if in_h is None or in_w is None:
+            raise ValueError(
+                "BilinearResize needs a static spatial input shape. "
+                f"Received: input_shape={input_shape}"
+            )
+        self._rows = bilinear_matrix(in_h, self.size[0])
+        self._cols = bilinear_matrix(in_w, self.size[1])
+
+    def call(self, inputs):
+        rows = ops.convert_to_tensor(self._rows, dtype=inputs.dtype)
+        cols = ops.convert_to_tensor(self._cols, dtype=inputs.dtype)
+        resized = ops.einsum("oh,bhwc->bowc", rows, inputs)
+        return ops.einsum("pw,bowc->bopc", cols, resized)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *self.size, input_shape[3])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"size": self.size})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="ms_keras")
+class SpatialBroadcast(keras.layers.Layer):
+    """Broadcasts a `(batch, 1, 1, channels)` map to `(batch, h, w, channels)`.
+
+    Used for the image-pooling branch of ASPP instead of a resize, whose second
+    derivative TF does not implement.
+
+    Args:
+        size: `(height, width)` of the output.
+    """
+
+    def __init__(self, size, **kwargs):
+        super().__init__(**kwargs)
+        self.size = tuple(int(s) for s in size)
+
+    def call(self, inputs):
+        shape = ops.shape(inputs)
+        return ops.broadcast_to(inputs, (shape[0], *self.size, shape[3]))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *self.size, input_shape[3])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"size": self.size})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="ms_keras")
+class ExactBatchNormalization(keras.layers.Layer):
+    """Batch normalization over NHWC channels with exact higher derivatives.
+
+    In training mode the batch mean and the biased batch variance are plain
+    reductions (`mean((x - mean(x))**2)`), so gradients flow through the mean
+    inside the variance; the moving statistics take one exponential-average
+    update per call, outside the gradient. In inference mode the moving
+    statistics are used. Semantics otherwise match
+    `keras.layers.BatchNormalization(axis=-1)`.
+
+    Args:
+        momentum: moving-average momentum of the statistics.
+        epsilon: added to the variance before the square root.
+        center: whether to learn an offset `beta`.
+        scale: whether to learn a scale `gamma`.
+    """
+
+    def __init__(self, momentum=0.9, epsilon=1e-5, center=True, scale=True,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(
+                f"`momentum` must be in [0, 1). Received: momentum={momentum}"
+            )
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+        self.center = center
+        self.scale = scale
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        self.gamma = self.add_weight(
+            shape=(channels,), initializer="ones", name="gamma",
+            trainable=True) if self.scale else None
+        self.beta = self.add_weight(
+            shape=(channels,), initializer="zeros", name="beta",
+            trainable=True) if self.center else None
+        self.moving_mean = self.add_weight(
+            shape=(channels,), initializer="zeros", name="moving_mean",
+            trainable=False)
+        self.moving_variance = self.add_weight(
+            shape=(channels,), initializer="ones", name="moving_variance",
+            trainable=False)
+
+    def call(self, inputs, training=False):
+        axes = list(range(len(inputs.shape) - 1))
+        if training:
+            mean = ops.mean(inputs, axis=axes)
+            variance = ops.mean(ops.square(inputs - mean), axis=axes)
+            keep = self.momentum
+            self.moving_mean.assign(
+                keep * self.moving_mean
+                + (1.0 - keep) * ops.stop_gradient(mean))
+            self.moving_variance.assign(
+                keep * self.moving_variance
+                + (1.0 - keep) * ops.stop_gradient(variance))
+        else:
+            mean = ops.cast(self.moving_mean, inputs.dtype)
+            variance = ops.cast(self.moving_variance, inputs.dtype)
+        outputs = (inputs - mean) * ops.rsqrt(variance + self.epsilon)
+        if self.gamma is not None:
+            outputs = outputs * self.gamma
+        if self.beta is not None:
+            outputs = outputs + self.beta
+        return outputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "momentum": self.momentum,
+            "epsilon": self.epsilon,
+            "center": self.center,
+            "scale": self.scale,
+        })
+        return config

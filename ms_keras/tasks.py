@@ -1,0 +1,212 @@
+"""Task registry: which tasks each dataset has, how they are numbered and named.
+
+Tasks are numbered as in the paper (T1..T4 for NYU, T1..T7 for CelebA) and also
+have names; model outputs, losses and metrics are dicts keyed by task name.
+"""
+
+import dataclasses
+
+# Kinds of task. The kind decides the head, the loss, the metrics and the
+# invalid-value convention of the targets.
+SEGMENTATION = "segmentation"
+DEPTH = "depth"
+NORMALS = "normals"
+EDGES = "edges"
+ATTRIBUTE = "attribute"
+
+DENSE_KINDS = (SEGMENTATION, DEPTH, NORMALS, EDGES)
+
+# Target conventions (DESIGN.md "Conventions").
+IGNORE_LABEL = 255  # segmentation pixels that carry no label
+INVALID_DEPTH = 0.0  # depth pixels without a measurement
+
+CELEBA_ATTRIBUTES = (
+    "male",
+    "smiling",
+    "big_lips",
+    "high_cheekbones",
+    "wearing_lipstick",
+    "bushy_eyebrows",
+)
+
+# CelebAMask-HQ part classes, in the official painting order (later parts are
+# painted over earlier ones); class 0 is background.
+CELEBA_PART_NAMES = (
+    "background", "skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow",
+    "r_brow", "l_ear", "r_ear", "mouth", "u_lip", "l_lip", "hair", "hat",
+    "ear_r", "neck_l", "neck", "cloth",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """One task of a dataset.
+
+    Attributes:
+        number: the paper's task number (1-based), e.g. 2 for NYU depth.
+        name: the task's name, the key of model outputs, losses and metrics.
+        kind: one of `segmentation`, `depth`, `normals`, `edges`, `attribute`.
+        output_channels: channels of the head's output (classes for
+            segmentation, 1 for depth/edges/attributes, 3 for normals).
+    """
+
+    number: int
+    name: str
+    kind: str
+    output_channels: int
+
+    @property
+    def is_dense(self):
+        """True for pixel-level tasks (ASPP head), False for attributes."""
+        return self.kind in DENSE_KINDS
+
+    @property
+    def invalid_value(self):
+        """Target value that marks a pixel as unlabelled, or None."""
+        return {
+            SEGMENTATION: IGNORE_LABEL,
+            DEPTH: INVALID_DEPTH,
+            NORMALS: "all-zero vector",
+        }.get(self.kind)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset and its tasks.
+
+    Attributes:
+        name: the `--dataset` value.
+        family: `nyu` or `celeba`; datasets of one family share task layout.
+        synthetic: True for the built-in procedural datasets.
+        tasks: the dataset's tasks, ordered by number.
+    """
+
+    name: str
+    family: str
+    synthetic: bool
+    tasks: tuple
+
+    @property
+    def task_names(self):
+        return tuple(t.name for t in self.tasks)
+
+    def task(self, name):
+        """Returns the TaskSpec called `name`."""
+        for spec in self.tasks:
+            if spec.name == name:
+                return spec
+        raise ValueError(
+            f"Dataset '{self.name}' has no task named '{name}'. "
+            f"Allowed: {', '.join(self.task_names)}"
+        )
+
+
+SYNTHETIC_NYU_CLASSES = 6  # floor, wall, ceiling, box, sphere, cylinder
+NYU_CLASSES = 40
+CELEBA_CLASSES = len(CELEBA_PART_NAMES)
+CELEBA_MERGED_CLASSES = 3  # background, hair, skin
+
+
+def _nyu_tasks(num_classes):
+    return (
+        TaskSpec(1, "segmentation", SEGMENTATION, num_classes),
+        TaskSpec(2, "depth", DEPTH, 1),
+        TaskSpec(3, "normals", NORMALS, 3),
+        TaskSpec(4, "edges", EDGES, 1),
+    )
+
+
+def _celeba_tasks(num_classes):
+    attributes = tuple(
+        TaskSpec(i + 2, name, ATTRIBUTE, 1)
+        for i, name in enumerate(CELEBA_ATTRIBUTES)
+    )
+    return (TaskSpec(1, "segmentation", SEGMENTATION, num_classes),) + attributes
+
+
+_FAMILIES = {
+    "synthetic_nyu": ("nyu", True, SYNTHETIC_NYU_CLASSES),
+    "nyu": ("nyu", False, NYU_CLASSES),
+    "synthetic_celeba": ("celeba", True, CELEBA_CLASSES),
+    "celeba": ("celeba", False, CELEBA_CLASSES),
+}
+
+DATASET_NAMES = tuple(_FAMILIES)
+
+
+def get_dataset(name, segmentation_classes=None):
+    """Returns the DatasetSpec of dataset `name`.
+
+    Args:
+        name: one of `DATASET_NAMES`.
+        segmentation_classes: overrides the number of segmentation classes
+            (e.g. 13 for NYUv2's 13-class labelling, 3 for CelebA's
+            background/hair/skin merge). None keeps the dataset's default.
+
+    Raises:
+        ValueError: for an unknown dataset or a non-positive class count.
+    """
+    if name not in _FAMILIES:
+        raise ValueError(
+            f"Unknown dataset '{name}'. Allowed: {', '.join(DATASET_NAMES)}"
+        )
+    family, synthetic, classes = _FAMILIES[name]
+    if segmentation_classes is not None:
+        if segmentation_classes < 2:
+            raise ValueError(
+                "`segmentation_classes` must be >= 2. "
+                f"Received: segmentation_classes={segmentation_classes}"
+            )
+        classes = segmentation_classes
+    builder = _nyu_tasks if family == "nyu" else _celeba_tasks
+    return DatasetSpec(name, family, synthetic, builder(classes))
+
+
+def parse_tasks(dataset, tasks):
+    """Resolves task numbers or names to TaskSpecs, in the order given.
+
+    Args:
+        dataset: a DatasetSpec.
+        tasks: iterable of task numbers (int or digit strings) or names;
+            `[1, 2]`, `["1", "depth"]` and `["segmentation", "depth"]` are
+            accepted.
+
+    Returns:
+        A tuple of TaskSpecs.
+
+    Raises:
+        ValueError: when `tasks` is empty, names an unknown task or a number
+            outside the dataset's range, or repeats a task.
+    """
+    items = [str(t).strip() for t in tasks]
+    n = len(dataset.tasks)
+    allowed = f"numbers 1-{n} or names {', '.join(dataset.task_names)}"
+    if not items or any(not item for item in items):
+        raise ValueError(
+            f"`tasks` must be a non-empty list of {allowed} for dataset "
+            f"'{dataset.name}'. Received: tasks={','.join(items)!r}"
+        )
+    resolved = []
+    for item in items:
+        if item.isdigit():
+            number = int(item)
+            if not 1 <= number <= n:
+                raise ValueError(
+                    f"Task {number} is outside dataset '{dataset.name}' "
+                    f"(tasks 1-{n}). Received: tasks={','.join(items)}"
+                )
+            spec = dataset.tasks[number - 1]
+        elif item in dataset.task_names:
+            spec = dataset.task(item)
+        else:
+            raise ValueError(
+                f"Unknown task '{item}' for dataset '{dataset.name}'; "
+                f"allowed: {allowed}. Received: tasks={','.join(items)}"
+            )
+        if spec in resolved:
+            raise ValueError(
+                f"Task '{spec.name}' (T{spec.number}) is listed twice. "
+                f"Received: tasks={','.join(items)}"
+            )
+        resolved.append(spec)
+    return tuple(resolved)

@@ -1,0 +1,1 @@
+"""Trainers, callbacks and the experiment runner."""

@@ -1,0 +1,120 @@
+"""Single- and multi-task training (the paper's Alg. 1) as a `keras.Model`."""
+
+import keras
+import tensorflow as tf
+
+from ms_keras import losses as losses_lib
+from ms_keras import metrics as metrics_lib
+
+
+def replica_scale(loss):
+    """Divides a per-replica mean loss so that summed gradients average it."""
+    return loss / tf.distribute.get_strategy().num_replicas_in_sync
+
+
+class MultiTaskTrainer(keras.Model):
+    """Trains a multi-task model on the weighted sum of its task losses.
+
+    `train_step` computes every task's loss (Table 2), combines them with the
+    loss weighting (uncertainty weighting, Eq. 2, or a plain sum) and applies
+    one optimizer step to the network and the weighting's parameters.
+    Per-task losses, metrics and weights are logged as `<task>_<name>`.
+
+    Args:
+        network: a model from `build_multitask_model` (dict outputs).
+        task_specs: the TaskSpecs of its outputs, in order.
+        loss_weighting: `uncertainty` or `equal`.
+
+    Example:
+
+    >>> trainer = MultiTaskTrainer(network, task_specs)
+    >>> trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
+    >>> trainer.fit(train_batches, epochs=1, steps_per_epoch=10)
+    """
+
+    def __init__(self, network, task_specs, loss_weighting="uncertainty",
+                 **kwargs):
+        super().__init__(**kwargs)
+        if not task_specs:
+            raise ValueError("`task_specs` must name at least one task.")
+        missing = [t.name for t in task_specs
+                   if t.name not in network.output_names]
+        if missing:
+            raise ValueError(
+                f"The network has no output for tasks {missing}. "
+                f"Received outputs: {network.output_names}")
+        self.network = network
+        self.task_specs = tuple(task_specs)
+        self.loss_weighting = losses_lib.build_loss_weighting(
+            loss_weighting, len(task_specs))
+        self.loss_weighting.build()
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.task_loss_trackers = [
+            keras.metrics.Mean(name=f"{t.name}_loss") for t in task_specs]
+        self.task_metrics = [metrics_lib.build_task_metrics(t)
+                             for t in task_specs]
+
+    @property
+    def task_names(self):
+        return tuple(t.name for t in self.task_specs)
+
+    @property
+    def metrics(self):
+        tracked = [self.loss_tracker, *self.task_loss_trackers]
+        for task_metrics in self.task_metrics:
+            tracked.extend(task_metrics)
+        return tracked
+
+    def call(self, images, training=False):
+        return self.network(images, training=training)
+
+    def task_losses(self, targets, predictions):
+        """Stacks every task's loss into a vector ordered like `task_specs`."""
+        return tf.stack([
+            losses_lib.task_loss(task, targets[task.name],
+                                 predictions[task.name])
+            for task in self.task_specs])
+
+    def update_metrics(self, total, task_losses, targets, predictions):
+        """Updates the loss trackers and every task's metrics."""
+        self.loss_tracker.update_state(total)
+        for i, task in enumerate(self.task_specs):
+            self.task_loss_trackers[i].update_state(task_losses[i])
+            for metric in self.task_metrics[i]:
+                metric.update_state(targets[task.name],
+                                    predictions[task.name])
+
+    def logs(self):
+        """Current results of every tracker and metric plus task weights."""
+        logs = {}
+        for metric in self.metrics:
+            result = metric.result()
+            if isinstance(result, dict):
+                logs.update(result)
+            else:
+                logs[metric.name] = result
+        weights = self.loss_weighting.task_weights()
+        for i, name in enumerate(self.task_names):
+            logs[f"{name}_weight"] = weights[i]
+        return logs
+
+    def train_step(self, data):
+        images, targets = data
+        with tf.GradientTape() as tape:
+            predictions = self.network(images, training=True)
+            task_losses = self.task_losses(targets, predictions)
+            total = self.loss_weighting(task_losses)
+            scaled = replica_scale(total)
+        variables = self.trainable_variables
+        gradients = tape.gradient(scaled, variables)
+        self.optimizer.apply(gradients, variables)
+        self.update_metrics(total, task_losses, targets, predictions)
+        return self.logs()
+
+    def test_step(self, data):
+        images, targets = data
+        predictions = self.network(images, training=False)
+        task_losses = self.task_losses(targets, predictions)
+        total = self.loss_weighting(task_losses)
+        self.update_metrics(total, task_losses, targets, predictions)
+        return self.logs()

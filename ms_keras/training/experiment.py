@@ -175,6 +175,9 @@ def check_has_checkpoint(config):
 def load_best_weights(trainer, config):
     """Loads the run's best checkpoint into a (built) trainer."""
     check_has_checkpoint(config)
+    if not trainer.optimizer.built:
+        # The checkpoint holds optimizer slots; give them somewhere to go.
+        trainer.optimizer.build(trainer.trainable_variables)
     trainer.load_weights(os.path.join(config.model_dir,
                                       artifacts.BEST_WEIGHTS))
 

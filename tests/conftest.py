@@ -1,0 +1,31 @@
+"""Shared fixtures: quiet TensorFlow, one prepared synthetic dataset dir."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import pytest  # noqa: E402
+from absl import flags  # noqa: E402
+from absl.testing import absltest  # noqa: E402, F401  (defines test flags)
+
+# absltest helpers (create_tempdir) and the binaries read parsed flags.
+flags.FLAGS.mark_as_parsed()
+
+# Small enough for a 2-core CPU, large enough for every code path.
+TINY_IMAGE = (32, 32)
+TINY_EXAMPLES = ("24", "8", "8")
+
+
+@pytest.fixture(scope="session")
+def tfds_dir(tmp_path_factory):
+    """A TFDS data dir shared by every test (synthetic sets prepared once)."""
+    return str(tmp_path_factory.mktemp("tfds"))
+
+
+@pytest.fixture(autouse=True)
+def default_floatx():
+    """Tests that switch to float64 must not leak it into other tests."""
+    keras.config.set_floatx("float32")
+    yield
+    keras.config.set_floatx("float32")

@@ -1,0 +1,118 @@
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ms_keras import data as data_lib
+from ms_keras import tasks
+from ms_keras.data import pipeline
+from ms_keras.data import synthetic_nyu
+from ms_keras.tasks import CELEBA_PART_NAMES
+
+
+def _config(tfds_dir, dataset="synthetic_nyu", **kwargs):
+    return data_lib.DataConfig(dataset=dataset, image_size=(32, 32),
+                               data_dir=tfds_dir,
+                               synthetic_examples=(12, 4, 4), **kwargs)
+
+
+def test_batches_follow_the_target_conventions(tfds_dir):
+    config = _config(tfds_dir)
+    specs = config.spec.tasks
+    images, targets = next(iter(data_lib.load(config, specs, "train", 4,
+                                              training=True)))
+    assert images.shape == (4, 32, 32, 3) and images.dtype == tf.float32
+    assert 0.0 <= float(tf.reduce_min(images)) <= float(
+        tf.reduce_max(images)) <= 1.0
+    assert targets["segmentation"].dtype == tf.int32
+    assert targets["segmentation"].shape == (4, 32, 32)
+    assert targets["depth"].shape == (4, 32, 32, 1)
+    assert targets["normals"].shape == (4, 32, 32, 3)
+    assert targets["edges"].shape == (4, 32, 32, 1)
+
+
+def test_evaluation_pass_is_ordered_and_finite(tfds_dir):
+    config = _config(tfds_dir)
+    specs = tasks.parse_tasks(config.spec, ["depth"])
+    first = [t["depth"].numpy() for _, t in data_lib.load(
+        config, specs, "test", 3, training=False)]
+    second = [t["depth"].numpy() for _, t in data_lib.load(
+        config, specs, "test", 3, training=False)]
+    assert [b.shape[0] for b in first] == [3, 1]
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    assert data_lib.num_examples(config, "train") == 12
+
+
+def test_celeba_attributes_and_merged_classes(tfds_dir):
+    config = _config(tfds_dir, "synthetic_celeba", segmentation_classes=3)
+    specs = tasks.parse_tasks(config.spec, [1, 2, 7])
+    _, targets = next(iter(data_lib.load(config, specs, "validation", 4,
+                                         training=False)))
+    assert targets["male"].shape == (4, 1)
+    assert set(np.unique(targets["male"])) <= {0.0, 1.0}
+    assert int(tf.reduce_max(targets["segmentation"])) <= 2
+
+
+def test_flip_negates_normal_x_and_mirrors_maps():
+    spec = tasks.get_dataset("synthetic_nyu")
+    scene = synthetic_nyu.render_scene(np.random.default_rng(0), 16, 24,
+                                       holes=True)
+    image, targets = pipeline.example_to_inputs(
+        {k: tf.constant(v) for k, v in scene.items()}, spec, spec.tasks,
+        (16, 24))
+    flipped_image, flipped = pipeline.flip_horizontally(image, targets, spec,
+                                                        spec.tasks)
+    np.testing.assert_array_equal(flipped_image, image[:, ::-1])
+    np.testing.assert_array_equal(flipped["depth"], targets["depth"][:, ::-1])
+    normals = targets["normals"].numpy()[:, ::-1]
+    np.testing.assert_array_equal(flipped["normals"][..., 0],
+                                  -normals[..., 0])
+    np.testing.assert_array_equal(flipped["normals"][..., 1:],
+                                  normals[..., 1:])
+
+
+def test_flip_swaps_left_and_right_face_parts():
+    spec = tasks.get_dataset("synthetic_celeba")
+    left = CELEBA_PART_NAMES.index("l_eye")
+    right = CELEBA_PART_NAMES.index("r_eye")
+    labels = tf.constant([[left, 0, right, 13]], tf.int32)
+    _, flipped = pipeline.flip_horizontally(
+        tf.zeros((1, 4, 3)), {"segmentation": labels}, spec, spec.tasks[:1])
+    np.testing.assert_array_equal(flipped["segmentation"],
+                                  [[13, left, 0, right]])
+
+
+def test_resizing_keeps_labels_holes_and_unit_normals():
+    spec = tasks.get_dataset("synthetic_nyu")
+    scene = synthetic_nyu.render_scene(np.random.default_rng(3), 48, 64,
+                                       holes=True)
+    _, targets = pipeline.example_to_inputs(
+        {k: tf.constant(v) for k, v in scene.items()}, spec, spec.tasks,
+        (24, 32))
+    assert targets["depth"].shape == (24, 32, 1)
+    assert set(np.unique(targets["segmentation"])) <= set(
+        np.unique(scene["segmentation"]))
+    norms = np.linalg.norm(targets["normals"], axis=-1)
+    valid = norms > 0
+    np.testing.assert_allclose(norms[valid], 1.0, atol=1e-5)
+    np.testing.assert_array_equal(valid, targets["depth"][..., 0] > 0)
+
+
+def test_real_dataset_without_data_dir_is_refused():
+    config = data_lib.DataConfig(dataset="nyu", image_size=(32, 32),
+                                 data_dir="/no/such/dir")
+    with pytest.raises(ValueError, match="--data_dir=/no/such/dir: no such"):
+        data_lib.check_data_dir(config)
+
+
+@pytest.mark.slow
+def test_generation_is_at_least_100_samples_per_second_at_96x128():
+    rates = []
+    for _ in range(3):
+        start = time.perf_counter()
+        for i in range(100):
+            synthetic_nyu.render_scene(np.random.default_rng(i), 96, 128)
+        rates.append(100 / (time.perf_counter() - start))
+    assert np.median(rates) >= 100

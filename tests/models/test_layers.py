@@ -1,0 +1,124 @@
+import keras
+import numpy as np
+import tensorflow as tf
+from absl.testing import parameterized
+
+from ms_keras.models import layers
+from ms_keras.models.heads import build_aspp_head
+from ms_keras import tasks
+from tests import gradcheck
+
+
+def _curved_loss(layer, inputs, training=None):
+    """sum(c * sin(layer(x))): curvature after the layer exercises the
+    layer's second derivative through its backward op."""
+    kwargs = {} if training is None else {"training": training}
+    out_shape = layer(inputs, **kwargs).shape
+    weights = tf.constant(
+        np.random.default_rng(1).normal(size=out_shape), tf.float64)
+    return lambda: tf.reduce_sum(weights * tf.sin(layer(inputs, **kwargs)))
+
+
+class SecondOrderTest(parameterized.TestCase):
+    """Every layer kind on the forward path has an exact Hessian."""
+
+    def setUp(self):
+        keras.config.set_floatx("float64")
+        keras.utils.set_random_seed(0)
+        self.inputs = tf.Variable(
+            np.random.default_rng(0).normal(size=(2, 6, 6, 3)), tf.float64)
+
+    @parameterized.named_parameters(
+        ("conv", lambda: keras.layers.Conv2D(4, 3, padding="same")),
+        ("dilated_conv", lambda: keras.layers.Conv2D(
+            4, 3, padding="same", dilation_rate=2)),
+        ("strided_conv", lambda: keras.layers.Conv2D(
+            4, 3, strides=2, padding="same")),
+        ("bilinear_resize", lambda: layers.BilinearResize((13, 9))),
+        ("max_pool", lambda: keras.layers.MaxPooling2D(3, 2, padding="same")),
+        ("gelu", lambda: keras.layers.Activation("gelu")),
+        ("unit_normalization", lambda: keras.layers.UnitNormalization()),
+        ("global_pool", lambda: keras.layers.GlobalAveragePooling2D(
+            keepdims=True)),
+        ("input_normalization", lambda: keras.layers.Normalization(
+            mean=[0.4, 0.5, 0.6], variance=[0.05, 0.06, 0.07])),
+    )
+    def test_hvp_matches_finite_differences(self, make_layer):
+        layer = make_layer()
+        loss = _curved_loss(layer, self.inputs)
+        variables = [self.inputs, *layer.trainable_variables]
+        hvp, fd = gradcheck.hvp_and_finite_difference(loss, variables)
+        self.assertLess(gradcheck.relative_error(hvp, fd), 1e-6)
+        self.assertGreater(np.abs(hvp).max(), 0.0)
+
+    def test_batch_norm_training_hvp_matches_finite_differences(self):
+        layer = layers.ExactBatchNormalization()
+        loss = _curved_loss(layer, self.inputs, training=True)
+        variables = [self.inputs, *layer.trainable_variables]
+        hvp, fd = gradcheck.hvp_and_finite_difference(loss, variables)
+        self.assertLess(gradcheck.relative_error(hvp, fd), 1e-6)
+
+    def test_spatial_broadcast_hvp_matches_finite_differences(self):
+        pooled = tf.Variable(np.random.default_rng(2).normal(size=(2, 1, 1, 3)))
+        layer = layers.SpatialBroadcast((4, 5))
+        hvp, fd = gradcheck.hvp_and_finite_difference(
+            _curved_loss(layer, pooled), [pooled])
+        self.assertLess(gradcheck.relative_error(hvp, fd), 1e-6)
+
+    def test_aspp_head_hvp_matches_finite_differences(self):
+        task = tasks.TaskSpec(3, "normals", tasks.NORMALS, 3)
+        features = tf.Variable(
+            np.random.default_rng(3).normal(size=(2, 4, 4, 5)))
+        head = build_aspp_head((4, 4, 5), task, (16, 16), filters=3,
+                               rates=(1, 2), activation="gelu")
+        loss = _curved_loss(lambda x: head(x, training=True), features)
+        variables = [features, *head.trainable_variables]
+        hvp, fd = gradcheck.hvp_and_finite_difference(loss, variables)
+        self.assertLess(gradcheck.relative_error(hvp, fd), 1e-6)
+
+
+class BilinearResizeTest(parameterized.TestCase):
+
+    @parameterized.named_parameters(
+        ("upsample_x8", (4, 5), (32, 40)),
+        ("upsample_odd", (3, 7), (10, 9)),
+        ("downsample", (16, 12), (5, 7)),
+    )
+    def test_equals_tf_image_resize(self, in_size, out_size):
+        x = np.random.default_rng(0).normal(size=(2, *in_size, 3)).astype(
+            np.float32)
+        expected = tf.image.resize(x, out_size, method="bilinear")
+        got = layers.BilinearResize(out_size)(x)
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+
+    def test_rejects_bad_size(self):
+        with self.assertRaisesRegex(ValueError, "size=.*0"):
+            layers.BilinearResize((0, 4))
+
+
+class ExactBatchNormalizationTest(parameterized.TestCase):
+
+    def setUp(self):
+        self.x = np.random.default_rng(0).normal(2.0, 3.0, size=(4, 5, 5, 3))
+
+    def test_matches_keras_batch_normalization(self):
+        ours = layers.ExactBatchNormalization(momentum=0.9, epsilon=1e-3)
+        theirs = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-3)
+        for training in (True, False):
+            np.testing.assert_allclose(
+                ours(self.x, training=training),
+                theirs(self.x, training=training), atol=1e-4)
+        np.testing.assert_allclose(ours.moving_mean, theirs.moving_mean,
+                                   atol=1e-5)
+        np.testing.assert_allclose(ours.moving_variance,
+                                   theirs.moving_variance, rtol=1e-3)
+
+    def test_config_round_trip(self):
+        layer = layers.ExactBatchNormalization(momentum=0.8, epsilon=1e-4,
+                                               name="bn")
+        clone = layers.ExactBatchNormalization.from_config(layer.get_config())
+        self.assertEqual(clone.get_config(), layer.get_config())
+
+    def test_rejects_bad_momentum(self):
+        with self.assertRaisesRegex(ValueError, "momentum=1.5"):
+            layers.ExactBatchNormalization(momentum=1.5)

@@ -6,6 +6,7 @@ preparing a run exit with 1. Neither prints a traceback.
 """
 
 import os
+import re
 import sys
 
 from absl import flags
@@ -38,7 +39,10 @@ def parse_flags(argv):
     try:
         remaining = FLAGS(argv)
     except flags.Error as e:
-        sys.stderr.write(f"{program_name()}: error: {e}\n")
+        # Multi-flag validators get every checked value prepended; their
+        # messages name the offending flag themselves.
+        message = re.sub(r"^flags .*?: (?=--)", "", str(e), count=1)
+        sys.stderr.write(f"{program_name()}: error: {message}\n")
         sys.exit(2)
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.ERROR)

@@ -4,9 +4,11 @@ from absl import flags
 
 from ms_keras import data as data_lib
 from ms_keras import tasks as tasks_lib
+from ms_keras.meta import episodes as episodes_lib
+from ms_keras.sparsity import groups as groups_lib
 from ms_keras.models import BACKBONES
 from ms_keras.models.heads import DEFAULT_ASPP_RATES
-from ms_keras.training import experiment
+from ms_keras.training import config as config_lib
 
 # Data
 DATASET = flags.DEFINE_enum(
@@ -44,8 +46,9 @@ ASPP_RATES = flags.DEFINE_list(
 
 # Training
 MODE = flags.DEFINE_enum(
-    "mode", "mtl", list(experiment.MODES),
-    "stl: one task; mtl: all --tasks jointly.")
+    "mode", "mtl", list(config_lib.MODES),
+    "stl: one task; mtl: all --tasks jointly (Alg. 1); meta: MAML over "
+    "multi-task episodes (Alg. 3).")
 BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Examples per batch.")
 EPOCHS = flags.DEFINE_integer("epochs", 10, "Maximum number of epochs.")
 STEPS_PER_EPOCH = flags.DEFINE_integer(
@@ -56,7 +59,7 @@ VALIDATION_STEPS = flags.DEFINE_integer(
     lower_bound=0)
 LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Learning rate.")
 OPTIMIZER = flags.DEFINE_enum(
-    "optimizer", "adam", list(experiment.OPTIMIZERS), "Optimizer.")
+    "optimizer", "adam", list(config_lib.OPTIMIZERS), "Optimizer.")
 LOSS_WEIGHTING = flags.DEFINE_enum(
     "loss_weighting", "uncertainty", ["uncertainty", "equal"],
     "uncertainty: Kendall et al. (Eq. 2); equal: plain sum.")
@@ -67,6 +70,46 @@ SEED = flags.DEFINE_integer("seed", 0, "Seed of initialisation, shuffling "
                             "and augmentation.")
 JIT_COMPILE = flags.DEFINE_boolean(
     "jit_compile", False, "Compile the train step with XLA.")
+# Sparsity
+SPARSITY = flags.DEFINE_enum(
+    "sparsity", groups_lib.NONE, list(groups_lib.KINDS),
+    "Penalty on the backbone convs: none, channel (group lasso over input "
+    "channels, Eq. 5) or unstructured (l1).")
+LAM = flags.DEFINE_float(
+    "lam", 0.0, "Fixed lambda of a sparse stl/mtl run (paper: 1e-3, 1e-4, "
+    "1e-5).")
+LAMBDA_INIT = flags.DEFINE_float(
+    "lambda_init", None, "Initial lambda of a meta run (default: drawn from "
+    "U[0.1, 1] with --seed).")
+LAMBDA_LR = flags.DEFINE_float(
+    "lambda_lr", 0.0, "Learning rate of lambda in a meta run (0: "
+    "--learning_rate).")
+LAMBDA_BETA = flags.DEFINE_float(
+    "lambda_beta", 1.0, "Softplus sharpness: lam = softplus(beta*raw)/beta.")
+SPARSITY_LOG_STEPS = flags.DEFINE_integer(
+    "sparsity_log_steps", 1, "Steps between TensorBoard sparsity summaries "
+    "(lambda, sparsity/parameter, sparsity/group, per-layer channels).")
+
+# Meta-learning
+META_BATCH_SIZE = flags.DEFINE_integer(
+    "meta_batch_size", 1, "Episodes per meta-update.")
+INNER_STEPS = flags.DEFINE_integer(
+    "inner_steps", 1, "SGD steps of the inner loop (k).")
+INNER_LR = flags.DEFINE_float("inner_lr", 1e-2, "Inner-loop learning rate.")
+FIRST_ORDER = flags.DEFINE_boolean(
+    "first_order", False, "First-order meta-gradients (FOMAML) instead of "
+    "second order.")
+INNER_PROX = flags.DEFINE_boolean(
+    "inner_prox", True, "Apply the prox after each inner step (lambda then "
+    "gets its implicit meta-gradient, Eq. 15).")
+REGROW_PROB = flags.DEFINE_float(
+    "regrow_prob", 0.0, "Probability that a zeroed group is re-initialised "
+    "(Glorot) in the fast weights of an episode (Table 7).")
+EPISODE_SAMPLER = flags.DEFINE_string(
+    "episode_sampler", episodes_lib.UNIFORM,
+    f"Episodes drawn per meta-step: {episodes_lib.SAMPLER_HELP} "
+    "(uniform: every non-empty task subset, Eq. 9).")
+
 OVERWRITE = flags.DEFINE_boolean(
     "overwrite", False, "Replace a finished run or another experiment in "
     "--model_dir instead of refusing.")
@@ -77,8 +120,64 @@ def _positive(name):
         name, lambda v: v is None or v > 0, message="must be positive")
 
 
-for _name in ("batch_size", "epochs", "learning_rate"):
+for _name in ("batch_size", "epochs", "learning_rate", "meta_batch_size",
+              "inner_steps", "inner_lr", "lambda_init", "lambda_beta",
+              "sparsity_log_steps"):
     _positive(_name)
+
+flags.register_validator("lam", lambda v: v >= 0, message="must be >= 0")
+flags.register_validator("lambda_lr", lambda v: v >= 0, message="must be >= 0")
+flags.register_validator("regrow_prob", lambda v: 0 <= v <= 1,
+                         message="must be in [0, 1]")
+
+# Flags that only mean something in some modes; given elsewhere they would
+# silently do nothing, so they are refused.
+_META_ONLY = ("meta_batch_size", "inner_steps", "inner_lr", "first_order",
+              "inner_prox", "regrow_prob", "episode_sampler", "lambda_init",
+              "lambda_lr")
+_SPARSE_ONLY = ("lam", "lambda_init", "lambda_lr", "lambda_beta",
+                "regrow_prob", "inner_prox", "sparsity_log_steps")
+
+
+def _given(name):
+    return flags.FLAGS[name].present
+
+
+@flags.multi_flags_validator(
+    ["mode", "sparsity", *sorted(set(_META_ONLY + _SPARSE_ONLY))])
+def _check_mode_specific_flags(values):
+    mode, sparsity = values["mode"], values["sparsity"]
+    for name in _META_ONLY:
+        if mode != "meta" and _given(name):
+            raise flags.ValidationError(
+                f"--{name} applies to --mode=meta only (got --mode={mode})")
+    for name in _SPARSE_ONLY:
+        if sparsity == groups_lib.NONE and _given(name):
+            raise flags.ValidationError(
+                f"--{name} needs --sparsity=channel or unstructured (got "
+                "--sparsity=none)")
+    if mode == "meta" and _given("lam"):
+        raise flags.ValidationError(
+            "--lam fixes lambda for stl/mtl runs; --mode=meta learns it "
+            "(set its start with --lambda_init)")
+    if mode != "meta" and sparsity != groups_lib.NONE and not values["lam"]:
+        raise flags.ValidationError(
+            f"--mode={mode} --sparsity={sparsity} needs --lam > 0 (the paper "
+            "uses 1e-3, 1e-4, 1e-5)")
+    return True
+
+
+@flags.multi_flags_validator(["episode_sampler", "tasks", "dataset",
+                              "segmentation_classes"])
+def _check_episode_sampler(values):
+    try:
+        spec = tasks_lib.get_dataset(values["dataset"],
+                                     values["segmentation_classes"])
+        count = len(values["tasks"]) if values["tasks"] else len(spec.tasks)
+        episodes_lib.episode_table(values["episode_sampler"], count)
+    except ValueError as e:
+        raise flags.ValidationError(str(e)) from None
+    return True
 
 
 def _int_list(values, name):
@@ -127,7 +226,9 @@ def _check_tasks(values):
         if values["tasks"] is not None:
             tasks_lib.parse_tasks(spec, values["tasks"])
     except ValueError as e:
-        raise flags.ValidationError(str(e)) from None
+        tasks = ",".join(values["tasks"] or [])
+        raise flags.ValidationError(
+            f"--tasks={tasks} --dataset={values['dataset']}: {e}") from None
     if values["mode"] == "stl" and len(values["tasks"] or spec.tasks) != 1:
         raise flags.ValidationError(
             f"--mode=stl trains exactly one task; got --tasks="

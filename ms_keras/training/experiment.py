@@ -4,107 +4,24 @@ The binaries turn flags into an `ExperimentConfig` and call `run`; nothing
 here reads flags.
 """
 
-import dataclasses
 import os
 
 import keras
+import numpy as np
 from absl import logging
 
 from ms_keras import data as data_lib
 from ms_keras import metrics as metrics_lib
-from ms_keras import tasks as tasks_lib
+from ms_keras.meta import episodes as episodes_lib
+from ms_keras.meta.trainer import MetaSparsityTrainer
+from ms_keras.models import backbone_of
 from ms_keras.models import build_multitask_model
-from ms_keras.models.heads import DEFAULT_ASPP_RATES
+from ms_keras.sparsity import callbacks as sparsity_callbacks
+from ms_keras.sparsity.lam import SparsityStrength
+from ms_keras.sparsity.stats import SparsityMeter
 from ms_keras.training import artifacts
 from ms_keras.training.callbacks import AtomicBestCheckpoint
 from ms_keras.training.multitask_trainer import MultiTaskTrainer
-
-MODES = ("stl", "mtl")
-OPTIMIZERS = ("adam", "sgd")
-
-# ExperimentConfig fields stored under the same name in flags.json.
-SETTING_FIELDS = (
-    "mode", "backbone", "activation", "head_filters", "batch_size", "epochs",
-    "steps_per_epoch", "validation_steps", "learning_rate", "optimizer",
-    "loss_weighting", "early_stopping_patience", "seed", "jit_compile")
-
-
-@dataclasses.dataclass(frozen=True)
-class ExperimentConfig:
-    """Everything that defines a training run.
-
-    Attributes:
-        data: where the examples come from (`data.DataConfig`).
-        tasks: task names, in order.
-        mode: `stl` (one task) or `mtl`.
-        backbone: backbone name.
-        activation: `relu` or `gelu`.
-        head_filters: head width (0: the backbone's default).
-        aspp_rates: ASPP dilation rates.
-        batch_size: examples per batch.
-        epochs: maximum number of epochs.
-        steps_per_epoch: optimizer steps per epoch (0: one pass over train).
-        validation_steps: validation batches per epoch (0: the whole split).
-        learning_rate: optimizer learning rate.
-        optimizer: `adam` or `sgd`.
-        loss_weighting: `uncertainty` or `equal`.
-        early_stopping_patience: epochs without validation improvement before
-            stopping (0 disables early stopping).
-        seed: seed of initialisation, shuffling and augmentation.
-        model_dir: where artifacts go.
-        jit_compile: compile the train step with XLA.
-        verbose: Keras progress output (0 silent, 1 progress bar, 2 a line
-            per epoch).
-    """
-
-    data: data_lib.DataConfig
-    tasks: tuple
-    model_dir: str
-    mode: str = "mtl"
-    backbone: str = "resnet_tiny"
-    activation: str = "relu"
-    head_filters: int = 0
-    aspp_rates: tuple = DEFAULT_ASPP_RATES
-    batch_size: int = 8
-    epochs: int = 10
-    steps_per_epoch: int = 0
-    validation_steps: int = 0
-    learning_rate: float = 1e-3
-    optimizer: str = "adam"
-    loss_weighting: str = "uncertainty"
-    early_stopping_patience: int = 5
-    seed: int = 0
-    jit_compile: bool = False
-    verbose: int = 1
-
-    def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(
-                f"`mode` must be one of {MODES}. Received: mode={self.mode}")
-        if self.mode == "stl" and len(self.tasks) != 1:
-            raise ValueError(
-                "--mode=stl trains one task; got "
-                f"{len(self.tasks)} (tasks={','.join(self.tasks)}).")
-        for name in ("batch_size", "epochs"):
-            if getattr(self, name) <= 0:
-                raise ValueError(
-                    f"--{name} must be positive. Received: "
-                    f"{name}={getattr(self, name)}")
-        for name in ("steps_per_epoch", "validation_steps",
-                     "early_stopping_patience", "head_filters"):
-            if getattr(self, name) < 0:
-                raise ValueError(
-                    f"--{name} must be >= 0. Received: "
-                    f"{name}={getattr(self, name)}")
-        if self.learning_rate <= 0:
-            raise ValueError(
-                "--learning_rate must be positive. Received: "
-                f"learning_rate={self.learning_rate}")
-
-    @property
-    def task_specs(self):
-        return tasks_lib.parse_tasks(self.data.spec, self.tasks)
-
 
 def build_network(config):
     """The multi-task network of `config`."""
@@ -115,27 +32,80 @@ def build_network(config):
         aspp_rates=config.aspp_rates)
 
 
-def build_optimizer(config):
+def build_optimizer(config, learning_rate=None):
+    learning_rate = learning_rate or config.learning_rate
     if config.optimizer == "sgd":
-        return keras.optimizers.SGD(config.learning_rate, momentum=0.9)
-    return keras.optimizers.Adam(config.learning_rate)
+        return keras.optimizers.SGD(learning_rate, momentum=0.9)
+    return keras.optimizers.Adam(learning_rate)
+
+
+def build_lambda(config):
+    """The run's SparsityStrength, or None for a dense run."""
+    if not config.sparse:
+        return None
+    if config.learns_lambda:
+        return SparsityStrength(config.lambda_init, beta=config.lambda_beta,
+                                learnable=True, seed=config.seed, name="lam")
+    return SparsityStrength(config.lam, beta=config.lambda_beta,
+                            learnable=False, name="lam")
 
 
 def build_trainer(config):
-    """A compiled trainer for `config` (weights freshly initialised)."""
+    """A compiled, built trainer for `config` (weights freshly initialised)."""
     keras.utils.set_random_seed(config.seed)
-    trainer = MultiTaskTrainer(build_network(config), config.task_specs,
-                               config.loss_weighting)
-    trainer.compile(optimizer=build_optimizer(config),
-                    jit_compile=config.jit_compile)
+    network = build_network(config)
+    lam = build_lambda(config)
+    if config.mode == "meta":
+        trainer = MetaSparsityTrainer(
+            network, config.task_specs, config.loss_weighting,
+            sparsity=config.sparsity, lam=lam,
+            inner_steps=config.inner_steps, inner_lr=config.inner_lr,
+            first_order=config.first_order, inner_prox=config.inner_prox,
+            regrow_prob=config.regrow_prob, seed=config.seed)
+        lambda_optimizer = (build_optimizer(config, config.lambda_lr)
+                            if config.learns_lambda else None)
+        trainer.compile(optimizer=build_optimizer(config),
+                        lambda_optimizer=lambda_optimizer,
+                        jit_compile=config.jit_compile)
+    else:
+        trainer = MultiTaskTrainer(network, config.task_specs,
+                                   config.loss_weighting, lam=lam)
+        trainer.compile(optimizer=build_optimizer(config),
+                        jit_compile=config.jit_compile)
     trainer(keras.ops.zeros((1, *config.data.image_size, 3)))
     return trainer
+
+
+def training_batches(config):
+    """The training stream: plain batches, or meta-batches of episodes.
+
+    Meta-batches draw support and query batches from disjoint halves of the
+    training split.
+    """
+    if config.mode != "meta":
+        return data_lib.load(config.data, config.task_specs, "train",
+                             config.batch_size, training=True,
+                             seed=config.seed)
+    support = data_lib.load(config.data, config.task_specs, "train[:50%]",
+                            config.batch_size, training=True,
+                            seed=config.seed)
+    query = data_lib.load(config.data, config.task_specs, "train[50%:]",
+                          config.batch_size, training=True,
+                          seed=config.seed + 1)
+    table = episodes_lib.episode_table(config.episode_sampler,
+                                       len(config.tasks))
+    return episodes_lib.meta_batches(support, query, table,
+                                     config.meta_batch_size, config.seed)
 
 
 def _steps_per_epoch(config):
     if config.steps_per_epoch:
         return config.steps_per_epoch
     train = data_lib.num_examples(config.data, "train")
+    if config.mode == "meta":
+        # One pass over the support half.
+        return max(1, train // 2 // (config.batch_size *
+                                     config.meta_batch_size))
     return max(1, train // config.batch_size)
 
 
@@ -145,8 +115,15 @@ def _callbacks(config):
         keras.callbacks.BackupAndRestore(
             os.path.join(model_dir, artifacts.BACKUP_DIR)),
         AtomicBestCheckpoint(os.path.join(model_dir, artifacts.BEST_WEIGHTS)),
-        keras.callbacks.TensorBoard(log_dir=model_dir, write_graph=False),
     ]
+    if config.sparse:
+        callbacks.append(sparsity_callbacks.ProximalGroupLasso(
+            config.sparsity))
+        callbacks.append(sparsity_callbacks.SparsitySummaries(
+            model_dir, config.sparsity_log_steps))
+    # Last, so that it records what the callbacks above add to the logs.
+    callbacks.append(keras.callbacks.TensorBoard(log_dir=model_dir,
+                                                 write_graph=False))
     if config.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor="val_loss", patience=config.early_stopping_patience))
@@ -191,11 +168,23 @@ def build_for_evaluation(config):
 
 def final_metrics(trainer, config):
     """The `metrics.json` payload: test metrics, sparsity and lambda."""
+    lam = getattr(trainer, "lam", None)
     return {
         "test": evaluate_split(trainer, config, "test"),
-        "sparsity": None,
-        "lambda": None,
+        "sparsity": SparsityMeter(backbone_of(trainer.network)).measure(),
+        "lambda": None if lam is None else float(lam.value()),
     }
+
+
+def save_masks(trainer, path):
+    """Writes `{conv name: bool kernel mask}` of the backbone to an .npz."""
+    masks = SparsityMeter(backbone_of(trainer.network)).masks()
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **masks)
+
+    artifacts.atomic_write(path, write)
 
 
 def prepare(config, settings, overwrite=False):
@@ -222,8 +211,7 @@ def run(config):
         The metrics written to `metrics.json`.
     """
     trainer = build_trainer(config)
-    train = data_lib.load(config.data, config.task_specs, "train",
-                          config.batch_size, training=True, seed=config.seed)
+    train = training_batches(config)
     validation = data_lib.load(config.data, config.task_specs, "validation",
                                config.batch_size, training=False)
     history = trainer.fit(
@@ -238,6 +226,7 @@ def run(config):
                           for k, values in history.history.items()}
     artifacts.atomic_write(os.path.join(config.model_dir, artifacts.MODEL_FILE),
                            trainer.network.save)
+    save_masks(trainer, os.path.join(config.model_dir, artifacts.MASK_FILE))
     artifacts.write_json(os.path.join(config.model_dir, artifacts.METRICS_FILE),
                          metrics)
     return metrics

@@ -24,6 +24,8 @@ class MultiTaskTrainer(keras.Model):
         network: a model from `build_multitask_model` (dict outputs).
         task_specs: the TaskSpecs of its outputs, in order.
         loss_weighting: `uncertainty` or `equal`.
+        lam: optional `SparsityStrength` of a fixed-lambda sparsity run; the
+            `ProximalGroupLasso` callback reads it. It is logged as `lambda`.
 
     Example:
 
@@ -33,7 +35,7 @@ class MultiTaskTrainer(keras.Model):
     """
 
     def __init__(self, network, task_specs, loss_weighting="uncertainty",
-                 **kwargs):
+                 lam=None, **kwargs):
         super().__init__(**kwargs)
         if not task_specs:
             raise ValueError("`task_specs` must name at least one task.")
@@ -44,6 +46,7 @@ class MultiTaskTrainer(keras.Model):
                 f"The network has no output for tasks {missing}. "
                 f"Received outputs: {network.output_names}")
         self.network = network
+        self.lam = lam
         self.task_specs = tuple(task_specs)
         self.loss_weighting = losses_lib.build_loss_weighting(
             loss_weighting, len(task_specs))
@@ -59,11 +62,16 @@ class MultiTaskTrainer(keras.Model):
         return tuple(t.name for t in self.task_specs)
 
     @property
-    def metrics(self):
+    def evaluation_metrics(self):
+        """Trackers reported by `test_step`: losses and task metrics."""
         tracked = [self.loss_tracker, *self.task_loss_trackers]
         for task_metrics in self.task_metrics:
             tracked.extend(task_metrics)
         return tracked
+
+    @property
+    def metrics(self):
+        return self.evaluation_metrics
 
     def call(self, images, training=False):
         return self.network(images, training=training)
@@ -84,10 +92,10 @@ class MultiTaskTrainer(keras.Model):
                 metric.update_state(targets[task.name],
                                     predictions[task.name])
 
-    def logs(self):
-        """Current results of every tracker and metric plus task weights."""
+    def logs(self, trackers, with_lambda=True):
+        """Results of `trackers`, the task weights and (optionally) lambda."""
         logs = {}
-        for metric in self.metrics:
+        for metric in trackers:
             result = metric.result()
             if isinstance(result, dict):
                 logs.update(result)
@@ -96,6 +104,8 @@ class MultiTaskTrainer(keras.Model):
         weights = self.loss_weighting.task_weights()
         for i, name in enumerate(self.task_names):
             logs[f"{name}_weight"] = weights[i]
+        if with_lambda and self.lam is not None:
+            logs["lambda"] = self.lam.value()
         return logs
 
     def train_step(self, data):
@@ -109,7 +119,7 @@ class MultiTaskTrainer(keras.Model):
         gradients = tape.gradient(scaled, variables)
         self.optimizer.apply(gradients, variables)
         self.update_metrics(total, task_losses, targets, predictions)
-        return self.logs()
+        return self.logs(self.evaluation_metrics)
 
     def test_step(self, data):
         images, targets = data
@@ -117,4 +127,4 @@ class MultiTaskTrainer(keras.Model):
         task_losses = self.task_losses(targets, predictions)
         total = self.loss_weighting(task_losses)
         self.update_metrics(total, task_losses, targets, predictions)
-        return self.logs()
+        return self.logs(self.evaluation_metrics, with_lambda=False)

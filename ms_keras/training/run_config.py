@@ -10,7 +10,7 @@ import os
 from ms_keras import data as data_lib
 from ms_keras import tasks as tasks_lib
 from ms_keras.training import artifacts
-from ms_keras.training import experiment
+from ms_keras.training import config as config_lib
 
 
 def _ints(values):
@@ -40,9 +40,9 @@ def from_settings(settings, model_dir=None, data_dir=None, verbose=None):
     spec = data.spec
     task_specs = (tasks_lib.parse_tasks(spec, settings["tasks"])
                   if settings.get("tasks") else spec.tasks)
-    fields = {name: settings[name] for name in experiment.SETTING_FIELDS
+    fields = {name: settings[name] for name in config_lib.SETTING_FIELDS
               if name in settings}
-    return experiment.ExperimentConfig(
+    return config_lib.ExperimentConfig(
         data=data,
         tasks=tuple(t.name for t in task_specs),
         model_dir=model_dir or settings["model_dir"],

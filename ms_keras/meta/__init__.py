@@ -1,0 +1,1 @@
+"""Meta-learning over multi-task episodes (Alg. 3)."""

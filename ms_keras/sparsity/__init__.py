@@ -1,0 +1,1 @@
+"""Sparsity: groups, proximal operators, the learnable lambda, statistics."""

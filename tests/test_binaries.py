@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from absl import flags
 from absl.testing import flagsaver
@@ -163,3 +164,80 @@ def test_evaluate_without_a_run_fails_cleanly(tmp_path, capsys):
             evaluate.main(["evaluate"])
     assert exit_info.value.code == 1
     assert "no such directory" in capsys.readouterr().err
+
+
+META_FLAGS = dict(mode="meta", sparsity="channel", meta_batch_size=2,
+                  inner_steps=1, lambda_init=20.0, learning_rate=0.01,
+                  steps_per_epoch=3, tasks=["1", "2"])
+
+
+def test_meta_sparsity_run_learns_lambda_and_sparsifies(tfds_dir, tmp_path):
+    model_dir = str(tmp_path / "meta")
+    run_train(tfds_dir, model_dir, **META_FLAGS)
+    metrics = read(model_dir, "metrics.json")
+    assert metrics["lambda"] != pytest.approx(20.0)
+    sparsity = metrics["sparsity"]
+    assert sparsity["parameter_percent"] > 0
+    assert sparsity["compression_ratio"] > 1 and sparsity["flops_speedup"] > 1
+    assert "stem_conv" in sparsity["per_layer"]
+    masks = np.load(os.path.join(model_dir, "sparsity_mask.npz"))
+    assert masks["stem_conv"].dtype == bool
+    zeros = sum(int((~masks[name]).sum()) for name in masks.files)
+    total = sum(masks[name].size for name in masks.files)
+    assert 100 * zeros / total == pytest.approx(
+        sparsity["parameter_percent"])
+
+
+def test_same_seed_gives_identical_lambda_and_sparsity(tfds_dir, tmp_path):
+    results = []
+    for name in ("a", "b"):
+        model_dir = str(tmp_path / name)
+        run_train(tfds_dir, model_dir, **META_FLAGS)
+        metrics = read(model_dir, "metrics.json")
+        results.append((metrics["lambda"], metrics["sparsity"]))
+    assert results[0] == results[1]
+
+
+def test_fixed_lambda_mtl_and_meta_baseline(tfds_dir, tmp_path):
+    fixed = str(tmp_path / "fixed")
+    run_train(tfds_dir, fixed, tasks=["2"], sparsity="unstructured",
+              lam=0.5, learning_rate=0.01)
+    metrics = read(fixed, "metrics.json")
+    assert metrics["lambda"] == pytest.approx(0.5, rel=1e-5)
+    assert metrics["sparsity"]["parameter_percent"] > 0
+    baseline = str(tmp_path / "baseline")
+    run_train(tfds_dir, baseline, mode="meta", sparsity="none",
+              tasks=["2", "3"], steps_per_epoch=2)
+    metrics = read(baseline, "metrics.json")
+    assert metrics["lambda"] is None
+    assert metrics["sparsity"]["parameter_percent"] == 0.0
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--mode=meta", "--sparsity=channel", "--lam=1e-4"],
+     "--lam fixes lambda for stl/mtl runs"),
+    (["--mode=mtl", "--inner_steps=3"], "--inner_steps applies to --mode=meta"),
+    (["--mode=mtl", "--sparsity=channel"], "needs --lam > 0"),
+    (["--mode=meta", "--sparsity=none", "--lambda_init=0.5"],
+     "--lambda_init needs --sparsity=channel or unstructured"),
+    (["--mode=meta", "--sparsity=channel", "--regrow_prob=1.5"],
+     "--regrow_prob=1.5"),
+    (["--mode=meta", "--inner_steps=0"], "--inner_steps=0"),
+    (["--mode=meta", "--inner_lr=-1"], "--inner_lr=-1"),
+    (["--mode=meta", "--meta_batch_size=0"], "--meta_batch_size=0"),
+    (["--mode=meta", "--sparsity=channel", "--lambda_init=0"],
+     "--lambda_init=0"),
+    (["--mode=meta", "--sparsity=channel", "--lambda_beta=0"],
+     "--lambda_beta=0"),
+    (["--mode=meta", "--sparsity=channel", "--lambda_lr=-0.1"],
+     "--lambda_lr=-0.1"),
+    (["--mode=meta", "--episode_sampler=size<=5"],
+     "--episode_sampler=size<=5: k must be in 1-4"),
+    (["--mode=meta", "--episode_sampler=pairs"], "--episode_sampler=pairs"),
+    (["--sparsity=filter"], "--sparsity"),
+    (["--mode=mtl", "--sparsity=channel", "--lam=-1"], "--lam=-1"),
+    (["--sparsity=channel", "--mode=mtl", "--lam=1e-4",
+      "--sparsity_log_steps=0"], "--sparsity_log_steps=0"),
+])
+def test_bad_sparsity_and_meta_flags_give_one_line(argv, message, capsys):
+    test_bad_flags_give_one_line_and_exit_2(argv, message, capsys)

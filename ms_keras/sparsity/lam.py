@@ -53,6 +53,10 @@ class SparsityStrength(keras.layers.Layer):
         self.beta = float(beta)
         self.learnable = bool(learnable)
         self.seed = seed
+        # Nothing to infer from inputs: the one weight is created right away.
+        self.build()
+
+    def build(self, input_shape=None):
         self.raw = self.add_weight(
             shape=(), name="raw", trainable=self.learnable,
             initializer=keras.initializers.Constant(

@@ -39,12 +39,13 @@ class MultiTaskTrainer(keras.Model):
         super().__init__(**kwargs)
         if not task_specs:
             raise ValueError("`task_specs` must name at least one task.")
-        missing = [t.name for t in task_specs
-                   if t.name not in network.output_names]
+        outputs = network.output
+        names = sorted(outputs) if isinstance(outputs, dict) else []
+        missing = [t.name for t in task_specs if t.name not in names]
         if missing:
             raise ValueError(
-                f"The network has no output for tasks {missing}. "
-                f"Received outputs: {network.output_names}")
+                f"The network has no output for tasks {missing}; its outputs "
+                f"must be a dict keyed by task name. Received: {names}")
         self.network = network
         self.lam = lam
         self.task_specs = tuple(task_specs)
@@ -56,6 +57,10 @@ class MultiTaskTrainer(keras.Model):
             keras.metrics.Mean(name=f"{t.name}_loss") for t in task_specs]
         self.task_metrics = [metrics_lib.build_task_metrics(t)
                              for t in task_specs]
+
+    def build(self, input_shape=None):
+        # The network and the loss weighting are built on construction.
+        self.built = True
 
     @property
     def task_names(self):

@@ -1,0 +1,260 @@
+"""Meta-gradients of one episode: finite differences and an independent
+unrolled computation in plain TF ops (float64, GELU: smooth everywhere the
+checks look)."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl.testing import parameterized
+
+from ms_keras import tasks
+from ms_keras.meta.trainer import MetaSparsityTrainer
+from ms_keras.models.layers import ExactBatchNormalization
+from ms_keras.sparsity.lam import SparsityStrength
+
+SEG = tasks.TaskSpec(1, "segmentation", tasks.SEGMENTATION, 3)
+NORMALS = tasks.TaskSpec(3, "normals", tasks.NORMALS, 3)
+EPSILON = 1e-5  # ExactBatchNormalization's default
+
+
+def tiny_network():
+    """A two-conv backbone (with batch norm) and two 1x1 heads."""
+    image = keras.Input((5, 5, 3), name="image")
+    x = keras.layers.Conv2D(4, 3, padding="same", use_bias=False,
+                            name="conv1")(image)
+    x = ExactBatchNormalization(name="bn1")(x)
+    x = keras.layers.Activation("gelu")(x)
+    x = keras.layers.Conv2D(4, 3, padding="same", use_bias=False,
+                            name="conv2")(x)
+    x = keras.layers.Activation("gelu")(x)
+    backbone = keras.Model(image, x, name="backbone")
+    features = keras.Input((5, 5, 4))
+    seg = keras.Model(features, keras.layers.Conv2D(3, 1)(features),
+                      name="head_segmentation")
+    normal_out = keras.layers.UnitNormalization()(
+        keras.layers.Conv2D(3, 1)(features))
+    normals = keras.Model(features, normal_out, name="head_normals")
+    images = keras.Input((5, 5, 3))
+    shared = backbone(images)
+    return keras.Model(images, {"segmentation": seg(shared),
+                                "normals": normals(shared)})
+
+
+def make_batch(rng, size=3):
+    images = rng.uniform(size=(size, 5, 5, 3))
+    normals = rng.normal(size=(size, 5, 5, 3))
+    normals /= np.linalg.norm(normals, axis=-1, keepdims=True)
+    labels = rng.integers(0, 3, size=(size, 5, 5)).astype(np.int32)
+    labels[0, 0, :2] = 255
+    return (tf.constant(images),
+            {"segmentation": tf.constant(labels),
+             "normals": tf.constant(normals)})
+
+
+def build_trainer(inner_steps, first_order=False, inner_lr=0.05, lam=0.02,
+                  sparsity="channel", seed=0):
+    keras.utils.set_random_seed(seed)
+    trainer = MetaSparsityTrainer(
+        tiny_network(), (SEG, NORMALS), "uncertainty", sparsity=sparsity,
+        lam=SparsityStrength(lam), inner_steps=inner_steps,
+        inner_lr=inner_lr, first_order=first_order)
+    trainer.loss_weighting.log_variances.assign([0.3, -0.2])
+    return trainer
+
+
+# ---------------------------------------------------------------------------
+# The independent computation: the same model and Alg. 3 written with tf.nn
+# ops on a dict of tensors.
+
+def plain_forward(p, images, targets, mask):
+    h = tf.nn.conv2d(images, p["conv1"], 1, "SAME")
+    mean = tf.reduce_mean(h, axis=[0, 1, 2])
+    var = tf.reduce_mean(tf.square(h - mean), axis=[0, 1, 2])
+    h = (h - mean) / tf.sqrt(var + EPSILON) * p["gamma"] + p["beta"]
+    h = tf.nn.gelu(h, approximate=False)
+    h = tf.nn.gelu(tf.nn.conv2d(h, p["conv2"], 1, "SAME"), approximate=False)
+    logits = tf.nn.conv2d(h, p["seg_w"], 1, "SAME") + p["seg_b"]
+    labels = targets["segmentation"]
+    valid = tf.cast(labels != 255, tf.float64)
+    safe = tf.where(labels != 255, labels, 0)
+    nll = -tf.reduce_sum(tf.one_hot(safe, 3, dtype=tf.float64)
+                         * tf.nn.log_softmax(logits), -1)
+    seg_loss = tf.reduce_sum(nll * valid) / tf.reduce_sum(valid)
+    raw = tf.nn.conv2d(h, p["nrm_w"], 1, "SAME") + p["nrm_b"]
+    unit = raw / tf.maximum(tf.norm(raw, axis=-1, keepdims=True), 1e-12)
+    normal_loss = tf.reduce_mean(
+        1 - tf.reduce_sum(unit * targets["normals"], -1))
+    losses = tf.stack([seg_loss, normal_loss])
+    s = p["log_var"]
+    return tf.reduce_sum(mask * (0.5 * tf.exp(-s) * losses + 0.5 * s))
+
+
+def plain_prox(kernel, threshold):
+    norms = tf.sqrt(tf.reduce_sum(tf.square(kernel), axis=[0, 1, 3]))
+    return kernel * tf.maximum(1 - threshold / norms, 0)[None, None, :, None]
+
+
+def plain_penalty(kernels):
+    return tf.add_n([np.sqrt(9 * 4) * tf.reduce_sum(
+        tf.sqrt(tf.reduce_sum(tf.square(k), axis=[0, 1, 3])))
+        for k in kernels])
+
+
+def plain_meta_gradients(p, raw, support, query, mask, steps, lr):
+    names = sorted(p)
+    with tf.GradientTape(persistent=True) as outer:
+        outer.watch([p[n] for n in names] + [raw])
+        lam = tf.math.softplus(raw)
+        fast = dict(p)
+        for _ in range(steps):
+            with tf.GradientTape() as inner:
+                inner.watch([fast[n] for n in names])
+                loss = plain_forward(fast, *support, mask)
+            grads = inner.gradient(loss, [fast[n] for n in names])
+            fast = {n: fast[n] - lr * g for n, g in zip(names, grads)}
+            for n in ("conv1", "conv2"):
+                fast[n] = plain_prox(fast[n], lr * lam * np.sqrt(9 * 4))
+        query_loss = plain_forward(fast, *query, mask)
+        objective = query_loss + lam * plain_penalty([fast["conv1"],
+                                                      fast["conv2"]])
+    weights = dict(zip(names, outer.gradient(query_loss,
+                                             [p[n] for n in names])))
+    return weights, outer.gradient(objective, raw)
+
+
+def as_plain(trainer):
+    """The trainer's parameters as the plain computation's dict."""
+    layer = trainer.network.get_layer
+    backbone = layer("backbone")
+    seg = layer("head_segmentation").trainable_variables
+    nrm = layer("head_normals").trainable_variables
+    bn = backbone.get_layer("bn1")
+    values = {
+        "conv1": backbone.get_layer("conv1").kernel, "gamma": bn.gamma,
+        "beta": bn.beta, "conv2": backbone.get_layer("conv2").kernel,
+        "seg_w": seg[0], "seg_b": seg[1], "nrm_w": nrm[0], "nrm_b": nrm[1],
+        "log_var": trainer.loss_weighting.log_variances,
+    }
+    return {k: tf.constant(np.asarray(v)) for k, v in values.items()}
+
+
+class MetaGradientTest(parameterized.TestCase):
+
+    def setUp(self):
+        keras.config.set_floatx("float64")
+        rng = np.random.default_rng(0)
+        self.support = make_batch(rng)
+        self.query = make_batch(rng)
+        self.episode = tf.constant([True, True])
+
+    def tearDown(self):
+        keras.config.set_floatx("float32")
+
+    def _objective(self, trainer):
+        result = trainer.compute_meta_gradients(self.support, self.query,
+                                                self.episode)
+        return result.query_loss.numpy(), result.objective.numpy()
+
+    def _directional_fd(self, trainer, variable, direction, which, eps=1e-5):
+        original = np.asarray(variable)
+        values = []
+        for sign in (1, -1):
+            variable.assign(original + sign * eps * direction)
+            values.append(self._objective(trainer)[which])
+        variable.assign(original)
+        return (values[0] - values[1]) / (2 * eps)
+
+    @parameterized.named_parameters(("k1", 1), ("k3", 3))
+    def test_lambda_gradient_matches_finite_differences(self, steps):
+        trainer = build_trainer(steps)
+        result = trainer.compute_meta_gradients(self.support, self.query,
+                                                self.episode)
+        fd = self._directional_fd(trainer, trainer.lam.raw, 1.0, which=1)
+        self.assertLess(abs(float(result.lam) - fd) / abs(fd), 1e-4)
+
+    @parameterized.named_parameters(("k1", 1), ("k3", 3))
+    def test_weight_gradients_match_finite_differences(self, steps):
+        trainer = build_trainer(steps)
+        result = trainer.compute_meta_gradients(self.support, self.query,
+                                                self.episode)
+        variables = trainer.meta_variables
+        rng = np.random.default_rng(1)
+        checked = 0
+        for index, variable in enumerate(variables):
+            if variable.path.endswith("moving_mean"):
+                continue
+            direction = rng.normal(size=variable.shape)
+            analytic = float(np.sum(np.asarray(result.weights[index])
+                                    * direction))
+            fd = self._directional_fd(trainer, variable, direction, which=0)
+            self.assertLess(abs(analytic - fd) / max(abs(fd), 1e-8), 1e-4,
+                            variable.path)
+            checked += 1
+        self.assertGreaterEqual(checked, 8)
+
+    @parameterized.named_parameters(("k1", 1), ("k2", 2))
+    def test_equals_an_independent_unrolled_computation(self, steps):
+        trainer = build_trainer(steps)
+        result = trainer.compute_meta_gradients(self.support, self.query,
+                                                self.episode)
+        params = as_plain(trainer)
+        raw = tf.constant(float(trainer.lam.raw.numpy()), tf.float64)
+        weights, lam_grad = plain_meta_gradients(
+            params, raw, self.support, self.query,
+            tf.constant([1.0, 1.0], tf.float64), steps, trainer.inner_lr)
+        np.testing.assert_allclose(float(result.lam), float(lam_grad),
+                                   rtol=1e-9)
+        # meta_variables: backbone, segmentation head, normals head, weighting.
+        order = ("conv1", "gamma", "beta", "conv2", "seg_w", "seg_b",
+                 "nrm_w", "nrm_b", "log_var")
+        self.assertLen(result.weights, len(order))
+        for name, ours in zip(order, result.weights):
+            np.testing.assert_allclose(ours, weights[name], rtol=1e-8,
+                                       atol=1e-12, err_msg=name)
+
+    def test_first_and_second_order_differ(self):
+        second = build_trainer(2).compute_meta_gradients(
+            self.support, self.query, self.episode)
+        first = build_trainer(2, first_order=True).compute_meta_gradients(
+            self.support, self.query, self.episode)
+        np.testing.assert_allclose(first.query_loss, second.query_loss)
+        difference = max(float(np.max(np.abs(a - b)))
+                         for a, b in zip(first.weights, second.weights))
+        self.assertGreater(difference, 1e-4)
+
+    def test_inactive_task_gets_no_gradient(self):
+        trainer = build_trainer(1)
+        result = trainer.compute_meta_gradients(
+            self.support, self.query, tf.constant([False, True]))
+        for variable, grad in zip(trainer.meta_variables, result.weights):
+            if "head_segmentation" in variable.path:
+                np.testing.assert_array_equal(grad, 0.0)
+        self.assertEqual(float(result.task_losses[0]), 0.0)
+
+    def test_lambda_gradient_takes_either_sign(self):
+        # Usually the explicit term R(theta*) >= 0 dominates: descent lowers
+        # lambda.
+        usual = build_trainer(1).compute_meta_gradients(
+            self.support, self.query, self.episode)
+        self.assertGreater(float(usual.lam), 0.0)
+        # Constructed case: small backbone weights (small R), strong heads and
+        # a query whose labels (all class 0, favoured by the head's bias) are
+        # best predicted from weaker features. The implicit term of Eq. 15,
+        # through the inner prox, outweighs the explicit one.
+        trainer = build_trainer(1, inner_lr=0.1, lam=0.01)
+        backbone = trainer.network.get_layer("backbone")
+        for name, scale in (("conv1", 0.05), ("conv2", 0.02)):
+            kernel = backbone.get_layer(name).kernel
+            kernel.assign(kernel * scale)
+        head = trainer.network.get_layer("head_segmentation")
+        head.trainable_variables[0].assign(head.trainable_variables[0] * 20)
+        head.trainable_variables[1].assign([1.0, 0.0, 0.0])
+        images, targets = self.query
+        query = (images, {**targets, "segmentation": tf.zeros_like(
+            targets["segmentation"])})
+        result = trainer.compute_meta_gradients(self.support, query,
+                                                tf.constant([True, False]))
+        self.assertLess(float(result.lam), 0.0)
+        before = float(trainer.lam.value())
+        trainer.lam.raw.assign_sub(0.1 * result.lam)
+        self.assertGreater(float(trainer.lam.value()), before)

@@ -62,7 +62,8 @@ def test_train_writes_every_artifact(tfds_dir, tmp_path, dataset, tasks_flag,
         set(expected) | set(metrics["test"]) - {"loss"})
     for task, metric in expected.items():
         assert isinstance(metrics["test"][task][metric], float)
-    assert metrics["sparsity"] is None and metrics["lambda"] is None
+    assert metrics["sparsity"]["parameter_percent"] == 0.0
+    assert metrics["lambda"] is None
     recorded = read(model_dir, "flags.json")
     assert recorded["dataset"] == dataset and recorded["mode"] == mode
 

@@ -26,6 +26,12 @@ VERBOSE = flags.DEFINE_integer(
     "2 one line per epoch.", lower_bound=0, upper_bound=2)
 
 
+def register_positive(name):
+    """Validator: the flag, when set, must be > 0."""
+    flags.register_validator(name, lambda v: v is None or v > 0,
+                             message="must be positive")
+
+
 def program_name():
     return os.path.basename(sys.argv[0]) if sys.argv else "ms_keras"
 

@@ -1,8 +1,13 @@
-"""Flags that define an experiment (train and finetune), with validators."""
+"""Flags of `train` that define the data, model, sparsity and meta-learning.
+
+The training-loop flags shared with `finetune` are in `training_flags`.
+"""
 
 from absl import flags
 
+from ms_keras import common_flags
 from ms_keras import data as data_lib
+from ms_keras import training_flags  # noqa: F401  (defines --tasks, ...)
 from ms_keras import tasks as tasks_lib
 from ms_keras.meta import episodes as episodes_lib
 from ms_keras.sparsity import groups as groups_lib
@@ -14,9 +19,6 @@ from ms_keras.training import config as config_lib
 DATASET = flags.DEFINE_enum(
     "dataset", "synthetic_nyu", tasks_lib.DATASET_NAMES,
     "Dataset. synthetic_* are built in; nyu and celeba read --data_dir.")
-TASKS = flags.DEFINE_list(
-    "tasks", None, "Tasks by number or name, e.g. 1,2,3 or "
-    "segmentation,depth. Default: all tasks of --dataset.")
 IMAGE_SIZE = flags.DEFINE_list(
     "image_size", ["64", "64"], "height,width fed to the model; multiples "
     "of 8. Synthetic data is rendered at this size.")
@@ -49,27 +51,6 @@ MODE = flags.DEFINE_enum(
     "mode", "mtl", list(config_lib.MODES),
     "stl: one task; mtl: all --tasks jointly (Alg. 1); meta: MAML over "
     "multi-task episodes (Alg. 3).")
-BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Examples per batch.")
-EPOCHS = flags.DEFINE_integer("epochs", 10, "Maximum number of epochs.")
-STEPS_PER_EPOCH = flags.DEFINE_integer(
-    "steps_per_epoch", 0, "Optimizer steps per epoch (0: one pass over the "
-    "training split).", lower_bound=0)
-VALIDATION_STEPS = flags.DEFINE_integer(
-    "validation_steps", 0, "Validation batches per epoch (0: all).",
-    lower_bound=0)
-LEARNING_RATE = flags.DEFINE_float("learning_rate", 1e-3, "Learning rate.")
-OPTIMIZER = flags.DEFINE_enum(
-    "optimizer", "adam", list(config_lib.OPTIMIZERS), "Optimizer.")
-LOSS_WEIGHTING = flags.DEFINE_enum(
-    "loss_weighting", "uncertainty", ["uncertainty", "equal"],
-    "uncertainty: Kendall et al. (Eq. 2); equal: plain sum.")
-EARLY_STOPPING_PATIENCE = flags.DEFINE_integer(
-    "early_stopping_patience", 5, "Epochs without a better validation loss "
-    "before stopping (0: never stop early).", lower_bound=0)
-SEED = flags.DEFINE_integer("seed", 0, "Seed of initialisation, shuffling "
-                            "and augmentation.")
-JIT_COMPILE = flags.DEFINE_boolean(
-    "jit_compile", False, "Compile the train step with XLA.")
 # Sparsity
 SPARSITY = flags.DEFINE_enum(
     "sparsity", groups_lib.NONE, list(groups_lib.KINDS),
@@ -110,20 +91,11 @@ EPISODE_SAMPLER = flags.DEFINE_string(
     f"Episodes drawn per meta-step: {episodes_lib.SAMPLER_HELP} "
     "(uniform: every non-empty task subset, Eq. 9).")
 
-OVERWRITE = flags.DEFINE_boolean(
-    "overwrite", False, "Replace a finished run or another experiment in "
-    "--model_dir instead of refusing.")
 
 
-def _positive(name):
-    flags.register_validator(
-        name, lambda v: v is None or v > 0, message="must be positive")
-
-
-for _name in ("batch_size", "epochs", "learning_rate", "meta_batch_size",
-              "inner_steps", "inner_lr", "lambda_init", "lambda_beta",
-              "sparsity_log_steps"):
-    _positive(_name)
+for _name in ("meta_batch_size", "inner_steps", "inner_lr", "lambda_init",
+              "lambda_beta", "sparsity_log_steps"):
+    common_flags.register_positive(_name)
 
 flags.register_validator("lam", lambda v: v >= 0, message="must be >= 0")
 flags.register_validator("lambda_lr", lambda v: v >= 0, message="must be >= 0")

@@ -16,10 +16,12 @@ from absl import app
 
 from ms_keras import common_flags
 from ms_keras import experiment_flags
+from ms_keras import training_flags
 from ms_keras.training import experiment
 from ms_keras.training import run_config
 
-_FLAG_MODULES = (common_flags.__name__, experiment_flags.__name__)
+_FLAG_MODULES = (common_flags.__name__, training_flags.__name__,
+                 experiment_flags.__name__)
 
 
 def main(argv):
@@ -31,7 +33,7 @@ def main(argv):
     try:
         config = run_config.from_settings(settings)
         experiment.prepare(config, settings,
-                           overwrite=experiment_flags.OVERWRITE.value)
+                           overwrite=training_flags.OVERWRITE.value)
     except ValueError as e:
         common_flags.fail(e)
     metrics = experiment.run(config)

@@ -113,7 +113,8 @@ class ExactBatchNormalization(keras.layers.Layer):
     reductions (`mean((x - mean(x))**2)`), so gradients flow through the mean
     inside the variance; the moving statistics take one exponential-average
     update per call, outside the gradient. In inference mode the moving
-    statistics are used. Semantics otherwise match
+    statistics are used, as they are when the layer is frozen
+    (`trainable=False`), like Keras' own batch norm. Semantics otherwise match
     `keras.layers.BatchNormalization(axis=-1)`.
 
     Args:
@@ -152,7 +153,7 @@ class ExactBatchNormalization(keras.layers.Layer):
 
     def call(self, inputs, training=False):
         axes = list(range(len(inputs.shape) - 1))
-        if training:
+        if training and self.trainable:
             mean = ops.mean(inputs, axis=axes)
             variance = ops.mean(ops.square(inputs - mean), axis=axes)
             keep = self.momentum

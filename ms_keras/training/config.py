@@ -18,7 +18,10 @@ SETTING_FIELDS = (
     "loss_weighting", "early_stopping_patience", "seed", "jit_compile",
     "sparsity", "lam", "lambda_init", "lambda_lr", "lambda_beta",
     "meta_batch_size", "inner_steps", "inner_lr", "first_order",
-    "inner_prox", "regrow_prob", "episode_sampler", "sparsity_log_steps")
+    "inner_prox", "regrow_prob", "episode_sampler", "sparsity_log_steps",
+    "clip_norm", "init_from", "train_scope")
+
+TRAIN_SCOPES = ("all", "new_heads")
 
 
 def _check(condition, message):
@@ -45,6 +48,7 @@ class ExperimentConfig:
         validation_steps: validation batches per epoch (0: the whole split).
         learning_rate: (outer) learning rate.
         optimizer: `adam` or `sgd`.
+        clip_norm: clip the (meta-)gradient to this global norm (0: off).
         loss_weighting: `uncertainty` or `equal`.
         early_stopping_patience: epochs without validation improvement before
             stopping (0 disables early stopping).
@@ -64,6 +68,10 @@ class ExperimentConfig:
         regrow_prob: regrowth probability of zero groups in the inner loop.
         episode_sampler: `uniform`, `all_tasks` or `size<=k`.
         sparsity_log_steps: steps between sparsity summaries.
+        init_from: a finished run whose backbone (and the heads of tasks it
+            shares) start this one, its sparsity pattern kept (meta-testing).
+        train_scope: `all` trains backbone and heads; `new_heads` only the
+            heads of tasks `init_from` did not have.
     """
 
     data: data_lib.DataConfig
@@ -80,6 +88,7 @@ class ExperimentConfig:
     validation_steps: int = 0
     learning_rate: float = 1e-3
     optimizer: str = "adam"
+    clip_norm: float = 0.0
     loss_weighting: str = "uncertainty"
     early_stopping_patience: int = 5
     seed: int = 0
@@ -98,6 +107,8 @@ class ExperimentConfig:
     regrow_prob: float = 0.0
     episode_sampler: str = episodes_lib.UNIFORM
     sparsity_log_steps: int = 1
+    init_from: str = None
+    train_scope: str = "all"
 
     def __post_init__(self):
         _check(self.mode in MODES,
@@ -113,7 +124,8 @@ class ExperimentConfig:
             value = getattr(self, name)
             _check(value > 0, f"--{name}={value}: must be positive.")
         for name in ("steps_per_epoch", "validation_steps",
-                     "early_stopping_patience", "head_filters", "lambda_lr"):
+                     "early_stopping_patience", "head_filters", "lambda_lr",
+                     "clip_norm"):
             value = getattr(self, name)
             _check(value >= 0, f"--{name}={value}: must be >= 0.")
         for name in ("learning_rate", "inner_lr", "lambda_beta"):
@@ -130,6 +142,11 @@ class ExperimentConfig:
                f"--lam={self.lam}.")
         _check(self.lam >= 0, f"--lam={self.lam}: must be >= 0.")
         episodes_lib.episode_table(self.episode_sampler, len(self.tasks))
+        _check(self.train_scope in TRAIN_SCOPES,
+               f"--train_scope={self.train_scope}: expected one of "
+               f"{', '.join(TRAIN_SCOPES)}.")
+        _check(self.train_scope == "all" or self.init_from,
+               "--train_scope=new_heads needs a run to start from.")
 
     @property
     def task_specs(self):

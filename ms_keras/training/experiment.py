@@ -33,10 +33,12 @@ def build_network(config):
 
 
 def build_optimizer(config, learning_rate=None):
+    """The (outer) optimizer; `learning_rate` overrides the config's."""
     learning_rate = learning_rate or config.learning_rate
+    clip = {"global_clipnorm": config.clip_norm} if config.clip_norm else {}
     if config.optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=0.9)
-    return keras.optimizers.Adam(learning_rate)
+        return keras.optimizers.SGD(learning_rate, momentum=0.9, **clip)
+    return keras.optimizers.Adam(learning_rate, **clip)
 
 
 def build_lambda(config):
@@ -50,10 +52,41 @@ def build_lambda(config):
                             learnable=False, name="lam")
 
 
+def transfer_from(network, source_dir, train_scope):
+    """Starts `network` from a finished run (meta-testing).
+
+    Copies the source's backbone and the heads of the tasks both have; with
+    `train_scope="new_heads"` those copied parts are frozen, so only the
+    heads of new tasks train.
+
+    Returns:
+        The names of the copied heads' tasks.
+    """
+    source = keras.saving.load_model(
+        os.path.join(source_dir, artifacts.MODEL_FILE))
+    backbone_of(network).set_weights(backbone_of(source).get_weights())
+    shared = []
+    for layer in network.layers:
+        if layer.name.startswith("head_") and layer.name in {
+                l.name for l in source.layers}:
+            layer.set_weights(source.get_layer(layer.name).get_weights())
+            shared.append(layer.name[len("head_"):])
+    if train_scope == "new_heads":
+        backbone_of(network).trainable = False
+        for task in shared:
+            network.get_layer(f"head_{task}").trainable = False
+    return shared
+
+
 def build_trainer(config):
-    """A compiled, built trainer for `config` (weights freshly initialised)."""
+    """A compiled, built trainer for `config`.
+
+    Weights are freshly initialised, or start from `config.init_from`.
+    """
     keras.utils.set_random_seed(config.seed)
     network = build_network(config)
+    if config.init_from:
+        transfer_from(network, config.init_from, config.train_scope)
     lam = build_lambda(config)
     if config.mode == "meta":
         trainer = MetaSparsityTrainer(
@@ -116,6 +149,10 @@ def _callbacks(config):
             os.path.join(model_dir, artifacts.BACKUP_DIR)),
         AtomicBestCheckpoint(os.path.join(model_dir, artifacts.BEST_WEIGHTS)),
     ]
+    if config.init_from:
+        masks = np.load(os.path.join(config.init_from, artifacts.MASK_FILE))
+        callbacks.append(sparsity_callbacks.KeepSparsityPattern(
+            {name: masks[name] for name in masks.files}))
     if config.sparse:
         callbacks.append(sparsity_callbacks.ProximalGroupLasso(
             config.sparsity))
@@ -169,11 +206,19 @@ def build_for_evaluation(config):
 def final_metrics(trainer, config):
     """The `metrics.json` payload: test metrics, sparsity and lambda."""
     lam = getattr(trainer, "lam", None)
-    return {
+    metrics = {
         "test": evaluate_split(trainer, config, "test"),
         "sparsity": SparsityMeter(backbone_of(trainer.network)).measure(),
         "lambda": None if lam is None else float(lam.value()),
     }
+    if config.init_from:
+        source = artifacts.read_json(os.path.join(config.init_from,
+                                                  artifacts.METRICS_FILE))
+        metrics["init_from"] = {"model_dir": config.init_from,
+                                "lambda": source["lambda"],
+                                "tasks": sorted(set(source["test"]) - {"loss"}),
+                                "train_scope": config.train_scope}
+    return metrics
 
 
 def save_masks(trainer, path):

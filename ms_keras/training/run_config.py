@@ -51,22 +51,65 @@ def from_settings(settings, model_dir=None, data_dir=None, verbose=None):
         **fields)
 
 
+# Settings that describe how the source run was trained, not the model it
+# produced; a fine-tuning run resets them.
+_SOURCE_ONLY = ("sparsity", "lam", "lambda_init", "lambda_lr", "lambda_beta",
+                "meta_batch_size", "inner_steps", "inner_lr", "first_order",
+                "inner_prox", "regrow_prob", "episode_sampler",
+                "sparsity_log_steps")
+
+
+def read_settings(model_dir, require_finished=False):
+    """The flag values recorded in `model_dir/flags.json`.
+
+    Raises:
+        ValueError: when `model_dir` holds no readable (finished) run.
+    """
+    path = os.path.join(model_dir, artifacts.FLAGS_FILE)
+    if not os.path.isdir(model_dir):
+        raise ValueError(f"{model_dir}: no such directory.")
+    if not os.path.exists(path):
+        raise ValueError(
+            f"{model_dir} holds no run ({artifacts.FLAGS_FILE} is missing).")
+    if require_finished:
+        for name in (artifacts.METRICS_FILE, artifacts.MODEL_FILE,
+                     artifacts.MASK_FILE):
+            if not os.path.exists(os.path.join(model_dir, name)):
+                raise ValueError(
+                    f"{model_dir} holds no finished run ({name} is missing).")
+    try:
+        return artifacts.read_json(path)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: unreadable ({e}).") from None
+
+
+def finetune_settings(source_dir, overrides):
+    """Settings of a fine-tuning (meta-testing) run of `source_dir`.
+
+    Data and model settings come from the source run; `overrides` (the
+    fine-tuning flags: tasks, training loop, model_dir, ...) replace the
+    rest; the source's sparsity and meta-learning settings are reset (the
+    sparsity pattern itself is kept by the trainer).
+    """
+    source = read_settings(source_dir, require_finished=True)
+    settings = {k: v for k, v in source.items() if k not in _SOURCE_ONLY}
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    tasks = settings.get("tasks") or []
+    settings["mode"] = "stl" if len(tasks) == 1 else "mtl"
+    settings["sparsity"] = "none"
+    settings["init_from"] = os.path.abspath(source_dir)
+    return settings
+
+
 def load(model_dir, data_dir=None, verbose=0):
     """The ExperimentConfig of the run stored in `model_dir`.
 
     Raises:
         ValueError: when `model_dir` holds no readable run.
     """
-    path = os.path.join(model_dir, artifacts.FLAGS_FILE)
-    if not os.path.isdir(model_dir):
-        raise ValueError(f"--model_dir={model_dir}: no such directory.")
-    if not os.path.exists(path):
-        raise ValueError(
-            f"--model_dir={model_dir} holds no run ({artifacts.FLAGS_FILE} "
-            "is missing).")
     try:
-        settings = artifacts.read_json(path)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: unreadable ({e}).") from None
+        settings = read_settings(model_dir)
+    except ValueError as e:
+        raise ValueError(f"--model_dir={e}") from None
     return from_settings(settings, model_dir=model_dir, data_dir=data_dir,
                          verbose=verbose)

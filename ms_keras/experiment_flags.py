@@ -86,6 +86,11 @@ INNER_PROX = flags.DEFINE_boolean(
 REGROW_PROB = flags.DEFINE_float(
     "regrow_prob", 0.0, "Probability that a zeroed group is re-initialised "
     "(Glorot) in the fast weights of an episode (Table 7).")
+INNER_CLIP_NORM = flags.DEFINE_float(
+    "inner_clip_norm", 0.0, "Clip each inner-loop gradient to this global "
+    "norm (0: off). Guards the inner step on kernels the prox has shrunk "
+    "towards zero, whose gradients grow like 1/norm behind batch norm.",
+    lower_bound=0.0)
 EPISODE_SAMPLER = flags.DEFINE_string(
     "episode_sampler", episodes_lib.UNIFORM,
     f"Episodes drawn per meta-step: {episodes_lib.SAMPLER_HELP} "
@@ -106,7 +111,7 @@ flags.register_validator("regrow_prob", lambda v: 0 <= v <= 1,
 # silently do nothing, so they are refused.
 _META_ONLY = ("meta_batch_size", "inner_steps", "inner_lr", "first_order",
               "inner_prox", "regrow_prob", "episode_sampler", "lambda_init",
-              "lambda_lr")
+              "lambda_lr", "inner_clip_norm")
 _SPARSE_ONLY = ("lam", "lambda_init", "lambda_lr", "lambda_beta",
                 "regrow_prob", "inner_prox", "sparsity_log_steps")
 

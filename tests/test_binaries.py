@@ -219,6 +219,8 @@ def test_fixed_lambda_mtl_and_meta_baseline(tfds_dir, tmp_path):
     (["--mode=meta", "--sparsity=channel", "--lam=1e-4"],
      "--lam fixes lambda for stl/mtl runs"),
     (["--mode=mtl", "--inner_steps=3"], "--inner_steps applies to --mode=meta"),
+    (["--mode=meta", "--inner_clip_norm=-1"], "--inner_clip_norm"),
+    (["--mode=mtl", "--inner_clip_norm=5"], "--inner_clip_norm applies to"),
     (["--mode=mtl", "--sparsity=channel"], "needs --lam > 0"),
     (["--mode=meta", "--sparsity=none", "--lambda_init=0.5"],
      "--lambda_init needs --sparsity=channel or unstructured"),

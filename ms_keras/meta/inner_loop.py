@@ -11,8 +11,21 @@ import tensorflow as tf
 from ms_keras.sparsity import prox as prox_lib
 
 
+def clip_by_global_norm(grads, clip_norm):
+    """Scales `grads` so that their global norm is at most `clip_norm`.
+
+    Plain ops (no stop-gradient), so the meta-gradient differentiates
+    through the clipping.
+    """
+    squared = tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads])
+    norm = tf.sqrt(squared)
+    limit = prox_lib.as_dtype(clip_norm, norm.dtype)
+    scale = limit / tf.maximum(norm, limit)
+    return [g * tf.cast(scale, g.dtype) for g in grads]
+
+
 def adapt(loss_fn, fast_weights, steps, learning_rate, first_order=False,
-          post_step=None, outer_tape=None):
+          post_step=None, outer_tape=None, clip_norm=0.0):
     """Runs `steps` SGD steps on `loss_fn` starting from `fast_weights`.
 
     Args:
@@ -27,6 +40,8 @@ def adapt(loss_fn, fast_weights, steps, learning_rate, first_order=False,
         outer_tape: the tape computing the meta-gradient; with
             `first_order` it does not record the inner gradients (saving the
             memory of the second-order graph).
+        clip_norm: if > 0, each inner gradient is scaled to at most this
+            global norm (see `MetaSparsityTrainer`'s `inner_clip_norm`).
 
     Returns:
         The adapted fast weights.
@@ -47,6 +62,8 @@ def adapt(loss_fn, fast_weights, steps, learning_rate, first_order=False,
                 unconnected_gradients=tf.UnconnectedGradients.ZERO)
         if first_order:
             grads = [tf.stop_gradient(g) for g in grads]
+        if clip_norm:
+            grads = clip_by_global_norm(grads, clip_norm)
         weights = [w - prox_lib.as_dtype(learning_rate, w.dtype) * g
                    for w, g in zip(weights, grads)]
         if post_step is not None:

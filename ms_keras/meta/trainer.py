@@ -61,6 +61,10 @@ class MetaSparsityTrainer(MultiTaskTrainer):
             lambda's implicit gradient).
         regrow_prob: probability of re-initialising a zero group in the fast
             weights at the start of each episode.
+        inner_clip_norm: if > 0, clip each inner gradient to this global
+            norm. A conv kernel followed by batch norm is scale-invariant, so
+            its gradient grows as the prox shrinks it; without a bound the
+            inner step on an almost-zero kernel can be 100x its norm.
         seed: seed of the regrowth draws.
 
     Example:
@@ -74,7 +78,7 @@ class MetaSparsityTrainer(MultiTaskTrainer):
     def __init__(self, network, task_specs, loss_weighting="uncertainty",
                  sparsity=groups_lib.CHANNEL, lam=None, inner_steps=1,
                  inner_lr=1e-2, first_order=False, inner_prox=True,
-                 regrow_prob=0.0, seed=0, **kwargs):
+                 regrow_prob=0.0, inner_clip_norm=0.0, seed=0, **kwargs):
         if sparsity not in groups_lib.KINDS:
             raise ValueError(
                 f"`sparsity` must be one of {groups_lib.KINDS}. Received: "
@@ -88,6 +92,10 @@ class MetaSparsityTrainer(MultiTaskTrainer):
         if inner_lr <= 0:
             raise ValueError(
                 f"`inner_lr` must be positive. Received: inner_lr={inner_lr}")
+        if inner_clip_norm < 0:
+            raise ValueError(
+                "`inner_clip_norm` must be >= 0. Received: "
+                f"inner_clip_norm={inner_clip_norm}")
         if not 0.0 <= regrow_prob <= 1.0:
             raise ValueError(
                 "`regrow_prob` must be in [0, 1]. Received: "
@@ -101,6 +109,7 @@ class MetaSparsityTrainer(MultiTaskTrainer):
         self.first_order = bool(first_order)
         self.inner_prox = bool(inner_prox)
         self.regrow_prob = float(regrow_prob)
+        self.inner_clip_norm = float(inner_clip_norm)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.lambda_optimizer = None
         self.backbone = backbone_of(network)
@@ -225,7 +234,8 @@ class MetaSparsityTrainer(MultiTaskTrainer):
 
             fast = inner_loop.adapt(support_loss, weights, self.inner_steps,
                                     self.inner_lr, self.first_order,
-                                    post_step, outer_tape=tape)
+                                    post_step, outer_tape=tape,
+                                    clip_norm=self.inner_clip_norm)
             query_loss, task_losses, new_stats = self._episode_loss(
                 fast, statistics, *query, episode)
             objective = query_loss

@@ -19,7 +19,7 @@ SETTING_FIELDS = (
     "sparsity", "lam", "lambda_init", "lambda_lr", "lambda_beta",
     "meta_batch_size", "inner_steps", "inner_lr", "first_order",
     "inner_prox", "regrow_prob", "episode_sampler", "sparsity_log_steps",
-    "clip_norm", "init_from", "train_scope")
+    "clip_norm", "inner_clip_norm", "init_from", "train_scope")
 
 TRAIN_SCOPES = ("all", "new_heads")
 
@@ -66,6 +66,8 @@ class ExperimentConfig:
         first_order: first-order meta-gradients (FOMAML).
         inner_prox: apply the prox inside the inner loop.
         regrow_prob: regrowth probability of zero groups in the inner loop.
+        inner_clip_norm: bound on the global norm of each inner gradient
+            (0: no bound).
         episode_sampler: `uniform`, `all_tasks` or `size<=k`.
         sparsity_log_steps: steps between sparsity summaries.
         init_from: a finished run whose backbone (and the heads of tasks it
@@ -105,6 +107,7 @@ class ExperimentConfig:
     first_order: bool = False
     inner_prox: bool = True
     regrow_prob: float = 0.0
+    inner_clip_norm: float = 0.0
     episode_sampler: str = episodes_lib.UNIFORM
     sparsity_log_steps: int = 1
     init_from: str = None
@@ -125,7 +128,7 @@ class ExperimentConfig:
             _check(value > 0, f"--{name}={value}: must be positive.")
         for name in ("steps_per_epoch", "validation_steps",
                      "early_stopping_patience", "head_filters", "lambda_lr",
-                     "clip_norm"):
+                     "clip_norm", "inner_clip_norm"):
             value = getattr(self, name)
             _check(value >= 0, f"--{name}={value}: must be >= 0.")
         for name in ("learning_rate", "inner_lr", "lambda_beta"):

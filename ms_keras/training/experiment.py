@@ -94,7 +94,8 @@ def build_trainer(config):
             sparsity=config.sparsity, lam=lam,
             inner_steps=config.inner_steps, inner_lr=config.inner_lr,
             first_order=config.first_order, inner_prox=config.inner_prox,
-            regrow_prob=config.regrow_prob, seed=config.seed)
+            regrow_prob=config.regrow_prob,
+            inner_clip_norm=config.inner_clip_norm, seed=config.seed)
         lambda_optimizer = (build_optimizer(config, config.lambda_lr)
                             if config.learns_lambda else None)
         trainer.compile(optimizer=build_optimizer(config),

@@ -56,7 +56,7 @@ def from_settings(settings, model_dir=None, data_dir=None, verbose=None):
 _SOURCE_ONLY = ("sparsity", "lam", "lambda_init", "lambda_lr", "lambda_beta",
                 "meta_batch_size", "inner_steps", "inner_lr", "first_order",
                 "inner_prox", "regrow_prob", "episode_sampler",
-                "sparsity_log_steps")
+                "sparsity_log_steps", "inner_clip_norm")
 
 
 def read_settings(model_dir, require_finished=False):

@@ -52,12 +52,13 @@ def make_batch(rng, size=3):
 
 
 def build_trainer(inner_steps, first_order=False, inner_lr=0.05, lam=0.02,
-                  sparsity="channel", seed=0):
+                  sparsity="channel", seed=0, inner_clip_norm=0.0):
     keras.utils.set_random_seed(seed)
     trainer = MetaSparsityTrainer(
         tiny_network(), (SEG, NORMALS), "uncertainty", sparsity=sparsity,
         lam=SparsityStrength(lam), inner_steps=inner_steps,
-        inner_lr=inner_lr, first_order=first_order)
+        inner_lr=inner_lr, first_order=first_order,
+        inner_clip_norm=inner_clip_norm)
     trainer.loss_weighting.log_variances.assign([0.3, -0.2])
     return trainer
 
@@ -211,6 +212,22 @@ class MetaGradientTest(parameterized.TestCase):
         for name, ours in zip(order, result.weights):
             np.testing.assert_allclose(ours, weights[name], rtol=1e-8,
                                        atol=1e-12, err_msg=name)
+
+    def test_clipped_inner_steps_are_differentiated_exactly(self):
+        trainer = build_trainer(3, inner_clip_norm=0.05)
+        result = trainer.compute_meta_gradients(self.support, self.query,
+                                                self.episode)
+        unclipped = build_trainer(3).compute_meta_gradients(
+            self.support, self.query, self.episode)
+        self.assertNotAlmostEqual(float(result.query_loss),
+                                  float(unclipped.query_loss), places=4)
+        fd = self._directional_fd(trainer, trainer.lam.raw, 1.0, which=1)
+        self.assertLess(abs(float(result.lam) - fd) / abs(fd), 1e-4)
+        kernel = trainer.meta_variables[0]
+        direction = np.random.default_rng(2).normal(size=kernel.shape)
+        analytic = float(np.sum(np.asarray(result.weights[0]) * direction))
+        fd = self._directional_fd(trainer, kernel, direction, which=0)
+        self.assertLess(abs(analytic - fd) / abs(fd), 1e-4)
 
     def test_first_and_second_order_differ(self):
         second = build_trainer(2).compute_meta_gradients(

@@ -1,0 +1,139 @@
+"""Physical channel removal: a sparse backbone becomes a smaller dense one.
+
+Channel c of a channel space (see `structure.py`) is dead when every conv
+reading the space has a zero input group c. A dead channel's filter in every
+conv producing the space, its batch-norm channels, and the readers' zero input
+slices are removed: whatever value the channel carried (a batch-norm offset
+makes it non-zero) was multiplied by zero, so the slim model computes the same
+function. Heads are copied unchanged (the backbone output is never slimmed).
+"""
+
+import keras
+import numpy as np
+
+from ms_keras.models import backbone_of
+from ms_keras.models.layers import ExactBatchNormalization
+from ms_keras.sparsity import structure as structure_lib
+
+
+def kept_channels(backbone):
+    """Indices of the channels each space keeps.
+
+    A space whose every channel is dead keeps one (its readers' weights for
+    it are zero, so the function is unchanged) so that every layer keeps a
+    positive width and the result stays an ordinary Keras graph.
+
+    Returns:
+        `(structure, {space id: int index array})`.
+    """
+    structure = structure_lib.analyse(backbone)
+    kernels = {name: np.asarray(backbone.get_layer(name).kernel)
+               for name in structure.convs}
+    kept = {}
+    for space, alive in structure.alive_channels(kernels).items():
+        indices = np.flatnonzero(alive)
+        kept[space] = indices if indices.size else np.array([0])
+    return structure, kept
+
+
+def _slim_layer(layer, structure, kept):
+    """A fresh copy of `layer` at its slimmed width (weights set later)."""
+    config = layer.get_config()
+    if isinstance(layer, keras.layers.Conv2D):
+        config["filters"] = int(kept[structure.convs[layer.name]
+                                     .output_space].size)
+    return layer.__class__.from_config(config)
+
+
+def _slim_weights(layer, structure, kept):
+    """The original layer's weights restricted to the kept channels."""
+    weights = layer.get_weights()
+    if isinstance(layer, keras.layers.Conv2D):
+        info = structure.convs[layer.name]
+        rows, cols = kept[info.input_space], kept[info.output_space]
+        kernel = weights[0][:, :, rows, :][..., cols]
+        return [kernel] + [bias[cols] for bias in weights[1:]]
+    if isinstance(layer, (ExactBatchNormalization,
+                          keras.layers.BatchNormalization)):
+        channels = kept[structure.layer_space[layer.name]]
+        return [w[channels] for w in weights]
+    return weights
+
+
+def slim_backbone(backbone):
+    """Builds the slim dense copy of a (sparse) functional backbone.
+
+    Args:
+        backbone: the backbone model (Conv2D, channel-wise layers, Add).
+
+    Returns:
+        A new functional `keras.Model` with the same input and output shapes,
+        the same layer names, and only live channels inside.
+
+    Raises:
+        ValueError: for layers the channel analysis does not support.
+
+    Usage:
+
+    >>> slim = slim_backbone(backbone_of(model))
+    >>> slim.count_params() <= backbone_of(model).count_params()
+    """
+    structure, kept = kept_channels(backbone)
+    slim = keras.models.clone_model(
+        backbone,
+        clone_function=lambda layer: _slim_layer(layer, structure, kept))
+    for layer in backbone.layers:
+        if layer.weights:
+            slim.get_layer(layer.name).set_weights(
+                _slim_weights(layer, structure, kept))
+    return slim
+
+
+def _copy(model):
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def slim_multitask_model(network, task_names=None):
+    """A slim copy of a multi-task model (or of its backbone alone).
+
+    Args:
+        network: a model from `build_multitask_model`.
+        task_names: heads to keep (default: all); an empty list exports the
+            backbone alone, returning features.
+
+    Returns:
+        A functional `keras.Model` on images: a dict keyed by task name, or
+        the backbone features when `task_names` is empty.
+    """
+    backbone = slim_backbone(backbone_of(network))
+    outputs = network.output
+    names = list(outputs) if task_names is None else list(task_names)
+    unknown = [name for name in names if name not in outputs]
+    if unknown:
+        raise ValueError(
+            f"The model has no task {unknown}; it has {sorted(outputs)}.")
+    images = keras.Input(network.input.shape[1:], name="image")
+    features = backbone(images)
+    if not names:
+        return keras.Model(images, features, name="slim_backbone")
+    heads = {name: keras.layers.Identity(name=name)(
+        _copy(network.get_layer(f"head_{name}"))(features)) for name in names}
+    return keras.Model(images, heads, name="slim_multitask")
+
+
+def dense_model(network, task_names=None):
+    """The trained (masked) model restricted to `task_names`, unslimmed.
+
+    The reference the slim model and the exports are compared against.
+    """
+    outputs = network.output
+    names = list(outputs) if task_names is None else list(task_names)
+    images = keras.Input(network.input.shape[1:], name="image")
+    features = backbone_of(network)(images)
+    if not names:
+        return keras.Model(images, features, name="backbone_only")
+    heads = {name: keras.layers.Identity(name=name)(
+        network.get_layer(f"head_{name}")(features)) for name in names}
+    return keras.Model(images, heads, name="multitask")

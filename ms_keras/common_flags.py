@@ -21,6 +21,10 @@ DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "TFDS data directory for the synthetic datasets "
     "(default: TFDS's own), or the directory with your files for nyu/celeba. "
     "Binaries that read a finished run use it to override the recorded one.")
+TASKS = flags.DEFINE_list(
+    "tasks", None, "Tasks by number or name, e.g. 1,2,3 or "
+    "segmentation,depth. Default: all tasks of the dataset (train), of the "
+    "source run (finetune), or of the run (evaluate, export).")
 VERBOSE = flags.DEFINE_integer(
     "verbose", 1, "Keras progress output: 0 silent, 1 progress bar, "
     "2 one line per epoch.", lower_bound=0, upper_bound=2)

@@ -27,15 +27,23 @@ SPLIT = flags.DEFINE_enum(
     "split", "test", ["train", "validation", "test"], "Split to evaluate.")
 
 
-def evaluate(config, split="test"):
+def evaluate(config, split="test", tasks=None):
     """Evaluates the best checkpoint of the run `config` on `split`.
 
+    Args:
+        config: the run's ExperimentConfig.
+        split: `train`, `validation` or `test`.
+        tasks: task names to report (default: all of the run's).
+
     Returns:
-        `{task: {metric: value}, "loss": total}`, also written to
-        `<model_dir>/evaluation_<split>.json`.
+        `{task: {metric: value}, "loss": total}` (the total over all of the
+        run's tasks), also written to `<model_dir>/evaluation_<split>.json`.
     """
     trainer = experiment.build_for_evaluation(config)
     results = experiment.evaluate_split(trainer, config, split)
+    if tasks:
+        results = {k: v for k, v in results.items()
+                   if k in tasks or k == "loss"}
     artifacts.write_json(
         os.path.join(config.model_dir, f"evaluation_{split}.json"),
                          results)
@@ -53,9 +61,10 @@ def main(argv):
                                  verbose=common_flags.VERBOSE.value)
         data_lib.check_data_dir(config.data)
         experiment.check_has_checkpoint(config)
+        tasks = run_config.resolve_tasks(config, common_flags.TASKS.value)
     except ValueError as e:
         common_flags.fail(e)
-    results = evaluate(config, SPLIT.value)
+    results = evaluate(config, SPLIT.value, tasks)
     print(json.dumps(results, indent=2))
 
 

@@ -194,20 +194,14 @@ def _check_aspp_rates(values):
     return True
 
 
-@flags.multi_flags_validator(["dataset", "tasks", "segmentation_classes",
-                              "mode"])
-def _check_tasks(values):
+@flags.multi_flags_validator(["dataset", "segmentation_classes"])
+def _check_dataset(values):
+    # --tasks is shared with other binaries (export accepts `none`), so it is
+    # checked against the dataset when the run is configured, not here.
     try:
-        spec = tasks_lib.get_dataset(values["dataset"],
-                                     values["segmentation_classes"])
-        if values["tasks"] is not None:
-            tasks_lib.parse_tasks(spec, values["tasks"])
+        tasks_lib.get_dataset(values["dataset"], values["segmentation_classes"])
     except ValueError as e:
-        tasks = ",".join(values["tasks"] or [])
         raise flags.ValidationError(
-            f"--tasks={tasks} --dataset={values['dataset']}: {e}") from None
-    if values["mode"] == "stl" and len(values["tasks"] or spec.tasks) != 1:
-        raise flags.ValidationError(
-            f"--mode=stl trains exactly one task; got --tasks="
-            f"{','.join(values['tasks'] or spec.task_names)}")
+            f"--segmentation_classes={values['segmentation_classes']}: {e}"
+        ) from None
     return True

@@ -41,6 +41,7 @@ TRAIN_SCOPE = flags.DEFINE_enum(
 def _given_training_flags():
     """Training-loop flags the user set (the rest come from the source)."""
     values = common_flags.flag_values([training_flags.__name__])
+    values["tasks"] = common_flags.TASKS.value
     flag = common_flags.FLAGS
     given = {name: value for name, value in values.items()
              if flag[name].present or value != flag[name].default}

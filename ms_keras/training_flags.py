@@ -1,13 +1,11 @@
-"""Training-loop flags shared by `train` and `finetune`."""
+"""Training-loop flags shared by `train` and `finetune` (`--tasks` is in
+`common_flags`)."""
 
 from absl import flags
 
 from ms_keras import common_flags
 from ms_keras.training import config as config_lib
 
-TASKS = flags.DEFINE_list(
-    "tasks", None, "Tasks by number or name, e.g. 1,2,3 or "
-    "segmentation,depth. Default: all tasks of --dataset.")
 BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Examples per batch.")
 EPOCHS = flags.DEFINE_integer("epochs", 10, "Maximum number of epochs.")
 STEPS_PER_EPOCH = flags.DEFINE_integer(

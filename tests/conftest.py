@@ -29,3 +29,13 @@ def default_floatx():
     keras.config.set_floatx("float32")
     yield
     keras.config.set_floatx("float32")
+
+
+@pytest.fixture(scope="session")
+def meta_run(tfds_dir, tmp_path_factory):
+    """A finished meta-sparsity run on tasks 1-2 with a sparse backbone."""
+    from tests.helpers import META_FLAGS
+    from tests.helpers import run_train
+    model_dir = str(tmp_path_factory.mktemp("meta_source") / "run")
+    run_train(tfds_dir, model_dir, **META_FLAGS)
+    return model_dir

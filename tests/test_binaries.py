@@ -14,30 +14,11 @@ from ms_keras import common_flags
 from ms_keras import evaluate
 from ms_keras import finetune
 from ms_keras import train
-from tests.conftest import TINY_EXAMPLES
+from tests.helpers import META_FLAGS
+from tests.helpers import read
+from tests.helpers import run_train
 
 FLAGS = flags.FLAGS
-
-
-def tiny_flags(tfds_dir, model_dir, **overrides):
-    values = dict(
-        dataset="synthetic_nyu", tasks=["1", "2", "3", "4"],
-        image_size=["32", "32"], synthetic_examples=list(TINY_EXAMPLES),
-        backbone="resnet_tiny", aspp_rates=["1", "2"], batch_size=4,
-        epochs=1, steps_per_epoch=2, validation_steps=1, data_dir=tfds_dir,
-        model_dir=model_dir, verbose=0)
-    values.update(overrides)
-    return values
-
-
-def run_train(tfds_dir, model_dir, **overrides):
-    with flagsaver.flagsaver(**tiny_flags(tfds_dir, model_dir, **overrides)):
-        train.main(["train"])
-
-
-def read(model_dir, name):
-    with open(os.path.join(model_dir, name)) as f:
-        return json.load(f)
 
 
 @pytest.mark.parametrize("dataset,tasks_flag,mode,expected", [
@@ -109,10 +90,6 @@ def test_model_dir_of_another_experiment_is_refused(tfds_dir, tmp_path,
 
 @pytest.mark.parametrize("argv,message", [
     (["--dataset=imagenet"], "--dataset"),
-    (["--dataset=nyu", "--tasks=5"], "Task 5 is outside dataset 'nyu'"),
-    (["--tasks=1,1"], "listed twice"),
-    (["--tasks="], "non-empty"),
-    (["--tasks=depth,colour"], "Unknown task 'colour'"),
     (["--image_size=30,32"], "--image_size=30,32"),
     (["--image_size=64"], "--image_size=64"),
     (["--batch_size=0"], "--batch_size"),
@@ -120,7 +97,6 @@ def test_model_dir_of_another_experiment_is_refused(tfds_dir, tmp_path,
     (["--learning_rate=0"], "--learning_rate"),
     (["--steps_per_epoch=-3"], "--steps_per_epoch"),
     (["--synthetic_examples=10,0,5"], "--synthetic_examples=10,0,5"),
-    (["--mode=stl", "--tasks=1,2"], "--mode=stl trains exactly one task"),
     (["--aspp_rates=1,x"], "--aspp_rates=1,x"),
 ])
 def test_bad_flags_give_one_line_and_exit_2(argv, message, capsys):
@@ -131,6 +107,24 @@ def test_bad_flags_give_one_line_and_exit_2(argv, message, capsys):
     assert exit_info.value.code == 2
     assert message in err
     assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(dataset="synthetic_celeba", tasks=["8"]),
+     "Task 8 is outside dataset 'synthetic_celeba' (tasks 1-7)"),
+    (dict(tasks=["1", "segmentation"]), "listed twice"),
+    (dict(tasks=[]), "non-empty"),
+    (dict(tasks=["depth", "colour"]), "Unknown task 'colour'"),
+    (dict(mode="stl", tasks=["1", "2"]), "--mode=stl trains one task"),
+])
+def test_bad_tasks_fail_before_any_work(tfds_dir, tmp_path, capsys,
+                                        overrides, message):
+    with pytest.raises(SystemExit) as exit_info:
+        run_train(tfds_dir, str(tmp_path / "run"), **overrides)
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 1
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run").exists()
 
 
 def test_missing_real_data_dir_fails_before_any_work(tmp_path):
@@ -151,7 +145,7 @@ def test_bad_flag_from_the_command_line_has_no_traceback(tmp_path):
         [sys.executable, "-m", "ms_keras.train", "--dataset=nyu", "--tasks=5",
          f"--model_dir={tmp_path}"],
         capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
@@ -166,11 +160,6 @@ def test_evaluate_without_a_run_fails_cleanly(tmp_path, capsys):
             evaluate.main(["evaluate"])
     assert exit_info.value.code == 1
     assert "no such directory" in capsys.readouterr().err
-
-
-META_FLAGS = dict(mode="meta", sparsity="channel", meta_batch_size=2,
-                  inner_steps=1, lambda_init=20.0, learning_rate=0.01,
-                  steps_per_epoch=3, tasks=["1", "2"])
 
 
 def test_meta_sparsity_run_learns_lambda_and_sparsifies(tfds_dir, tmp_path):
@@ -245,14 +234,6 @@ def test_fixed_lambda_mtl_and_meta_baseline(tfds_dir, tmp_path):
 ])
 def test_bad_sparsity_and_meta_flags_give_one_line(argv, message, capsys):
     test_bad_flags_give_one_line_and_exit_2(argv, message, capsys)
-
-
-@pytest.fixture(scope="module")
-def meta_run(tfds_dir, tmp_path_factory):
-    """A finished meta-sparsity run on tasks 1-2 with a sparse backbone."""
-    model_dir = str(tmp_path_factory.mktemp("meta_source") / "run")
-    run_train(tfds_dir, model_dir, **META_FLAGS)
-    return model_dir
 
 
 def run_finetune(from_dir, model_dir, **overrides):

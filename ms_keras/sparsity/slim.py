@@ -16,26 +16,6 @@ from ms_keras.models.layers import ExactBatchNormalization
 from ms_keras.sparsity import structure as structure_lib
 
 
-def kept_channels(backbone):
-    """Indices of the channels each space keeps.
-
-    A space whose every channel is dead keeps one (its readers' weights for
-    it are zero, so the function is unchanged) so that every layer keeps a
-    positive width and the result stays an ordinary Keras graph.
-
-    Returns:
-        `(structure, {space id: int index array})`.
-    """
-    structure = structure_lib.analyse(backbone)
-    kernels = {name: np.asarray(backbone.get_layer(name).kernel)
-               for name in structure.convs}
-    kept = {}
-    for space, alive in structure.alive_channels(kernels).items():
-        indices = np.flatnonzero(alive)
-        kept[space] = indices if indices.size else np.array([0])
-    return structure, kept
-
-
 def _slim_layer(layer, structure, kept):
     """A fresh copy of `layer` at its slimmed width (weights set later)."""
     config = layer.get_config()
@@ -78,7 +58,7 @@ def slim_backbone(backbone):
     >>> slim = slim_backbone(backbone_of(model))
     >>> slim.count_params() <= backbone_of(model).count_params()
     """
-    structure, kept = kept_channels(backbone)
+    structure, kept = structure_lib.kept_channels(backbone)
     slim = keras.models.clone_model(
         backbone,
         clone_function=lambda layer: _slim_layer(layer, structure, kept))

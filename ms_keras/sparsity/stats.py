@@ -2,9 +2,16 @@
 
 Parameter sparsity (% of zero weights) and group sparsity (% of zero
 input-channel groups) over every backbone conv kernel, compression ratio
-(total / non-zero parameters) and speed-up (total / non-zero FLOPs, counting
-a zeroed input group and the producer filters its dead channel frees, see
-`structure.py`), plus per-layer active channels.
+(total / non-zero parameters), per-layer active channels, and two FLOP
+speed-ups:
+
+- `flops_speedup`: dense FLOPs / FLOPs of the channel structure that is
+  left when every dead channel is removed: a zeroed input group no longer
+  costs its consumer anything and frees the producer filters computing it
+  (`structure.py`). This is exactly what `slim.py` builds, so it is the
+  speed-up a dense accelerator can realise.
+- `nonzero_flops_speedup`: dense FLOPs / multiply-adds of non-zero weights of
+  live filters; the paper's count, also meaningful for unstructured sparsity.
 """
 
 import numpy as np
@@ -27,7 +34,6 @@ class SparsityMeter:
 
     def __init__(self, backbone):
         self.backbone = backbone
-        self.structure = structure_lib.analyse(backbone)
         self.layers = groups_lib.conv_layers(backbone)
 
     def kernels(self):
@@ -37,12 +43,13 @@ class SparsityMeter:
     def measure(self):
         """Returns the sparsity statistics as a JSON-ready dict."""
         kernels = self.kernels()
-        alive = self.structure.alive_channels(kernels)
-        total = zeros = groups = zero_groups = 0
-        dense_flops = sparse_flops = 0
+        structure, kept = structure_lib.kept_channels(self.backbone)
+        alive = structure.alive_channels(kernels)
+        total = zeros = groups = zero_groups = structural = 0
+        dense_flops = sparse_flops = slim_flops = 0
         per_layer = {}
         for name, kernel in kernels.items():
-            info = self.structure.convs[name]
+            info = structure.convs[name]
             group_nonzero = np.any(kernel != 0, axis=(0, 1, 3))
             total += kernel.size
             zeros += int(np.sum(kernel == 0))
@@ -52,6 +59,11 @@ class SparsityMeter:
             live_filters = kernel[..., alive[info.output_space]]
             pixels = info.output_hw[0] * info.output_hw[1]
             sparse_flops += 2 * pixels * int(np.count_nonzero(live_filters))
+            kh, kw = kernel.shape[:2]
+            kept_weights = (kh * kw * kept[info.input_space].size
+                            * kept[info.output_space].size)
+            structural += kept_weights
+            slim_flops += 2 * pixels * kept_weights
             per_layer[name] = {
                 "active_channels": int(np.sum(group_nonzero)),
                 "channels": int(kernel.shape[2]),
@@ -62,10 +74,13 @@ class SparsityMeter:
             "parameter_percent": 100.0 * zeros / total,
             "group_percent": 100.0 * zero_groups / groups,
             "compression_ratio": total / max(nonzero, 1),
-            "flops_speedup": dense_flops / max(sparse_flops, 1),
+            "flops_speedup": dense_flops / slim_flops,
+            "nonzero_flops_speedup": dense_flops / max(sparse_flops, 1),
             "parameters": int(total),
             "nonzero_parameters": int(nonzero),
+            "structural_parameters": int(structural),
             "flops": int(dense_flops),
+            "structural_flops": int(slim_flops),
             "nonzero_flops": int(sparse_flops),
             "per_layer": per_layer,
         }

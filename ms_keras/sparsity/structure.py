@@ -167,3 +167,24 @@ def analyse(backbone):
         convs=convs, layer_space=layer_space, space_channels=space_channels,
         space_readers=readers,
         pinned_spaces={spaces.find(s) for s in pinned} | input_space)
+
+
+def kept_channels(backbone):
+    """Indices of the channels each space keeps after slimming.
+
+    The live channels; a space whose every channel is dead keeps one (its
+    readers' weights for it are zero, so the function is unchanged) so that
+    every layer keeps a positive width and a slim model stays an ordinary
+    Keras graph.
+
+    Returns:
+        `(structure, {space id: int index array})`.
+    """
+    structure = analyse(backbone)
+    kernels = {name: np.asarray(backbone.get_layer(name).kernel)
+               for name in structure.convs}
+    kept = {}
+    for space, alive in structure.alive_channels(kernels).items():
+        indices = np.flatnonzero(alive)
+        kept[space] = indices if indices.size else np.array([0])
+    return structure, kept

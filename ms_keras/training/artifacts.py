@@ -17,6 +17,22 @@ NON_IDENTITY_KEYS = frozenset({"model_dir", "overwrite", "jit_compile",
                                "data_dir", "verbose"})
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish_permissions(path):
+    """Gives a file or directory made by `tempfile` the usual permissions.
+
+    `tempfile` creates private (0600 / 0700) entries; once renamed into
+    place they should be as readable as anything else the user writes.
+    """
+    mode = 0o777 if os.path.isdir(path) else 0o666
+    os.chmod(path, mode & ~_umask())
+
+
 def atomic_write(path, write):
     """Calls `write(tmp_path)`, then renames the temporary file to `path`.
 
@@ -31,6 +47,7 @@ def atomic_write(path, write):
     os.close(fd)
     try:
         write(tmp)
+        publish_permissions(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

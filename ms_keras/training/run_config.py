@@ -38,8 +38,14 @@ def from_settings(settings, model_dir=None, data_dir=None, verbose=None):
         synthetic_seed=settings.get("synthetic_seed", 0),
         synthetic_holes=settings.get("synthetic_holes", True))
     spec = data.spec
-    task_specs = (tasks_lib.parse_tasks(spec, settings["tasks"])
-                  if settings.get("tasks") else spec.tasks)
+    requested = settings.get("tasks")
+    try:
+        task_specs = (spec.tasks if requested is None
+                      else tasks_lib.parse_tasks(spec, requested))
+    except ValueError as e:
+        raise ValueError(
+            f"--tasks={','.join(requested)} --dataset={data.dataset}: "
+            f"{e}") from None
     fields = {name: settings[name] for name in config_lib.SETTING_FIELDS
               if name in settings}
     return config_lib.ExperimentConfig(
@@ -113,3 +119,31 @@ def load(model_dir, data_dir=None, verbose=0):
         raise ValueError(f"--model_dir={e}") from None
     return from_settings(settings, model_dir=model_dir, data_dir=data_dir,
                          verbose=verbose)
+
+
+def resolve_tasks(config, requested, allow_none=False):
+    """Resolves a `--tasks` value against a finished run's tasks.
+
+    Args:
+        config: the run's ExperimentConfig.
+        requested: task numbers/names, or None for all of the run's tasks.
+        allow_none: accept `none`, meaning no task (the backbone alone).
+
+    Returns:
+        Task names, `[]` for `none`, or None for all.
+
+    Raises:
+        ValueError: for a task the dataset lacks or the run did not train.
+    """
+    if requested is None:
+        return None
+    if allow_none and [t.lower() for t in requested] == ["none"]:
+        return []
+    names = [t.name for t in tasks_lib.parse_tasks(config.data.spec,
+                                                   requested)]
+    missing = [name for name in names if name not in config.tasks]
+    if missing:
+        raise ValueError(
+            f"--tasks={','.join(requested)}: the run has no head for "
+            f"{', '.join(missing)} (its tasks: {', '.join(config.tasks)}).")
+    return names

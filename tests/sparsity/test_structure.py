@@ -52,7 +52,9 @@ def test_flops_count_zeroed_inputs_and_freed_producer_filters():
     sparse_flops = 2 * pixels * (9 * 3 * 4 + 1 * 4 * 3 + 9 * 3 * 4 + 4 * 5)
     assert stats["flops"] == dense_flops
     assert stats["nonzero_flops"] == sparse_flops
+    assert stats["structural_flops"] == sparse_flops
     assert stats["flops_speedup"] == pytest.approx(dense_flops / sparse_flops)
+    assert stats["structural_parameters"] == 9 * 3 * 4 + 4 * 3 + 9 * 3 * 4 + 20
     total = 9 * 3 * 4 + 4 * 6 + 9 * 6 * 4 + 4 * 5
     assert stats["parameter_percent"] == pytest.approx(100 * 108 / total)
     assert stats["group_percent"] == pytest.approx(100 * 3 / (3 + 4 + 6 + 4))
@@ -68,8 +70,9 @@ def test_stream_channel_dies_only_when_every_reader_ignores_it():
         kernel = np.asarray(layer.kernel)
         kernel[:, :, 0, :] = 0
         layer.kernel.assign(kernel)
-        alive = meter.structure.alive_channels(meter.kernels())
-        stream = meter.structure.convs["stem_conv"].output_space
+        info = structure.analyse(backbone)
+        alive = info.alive_channels(meter.kernels())
+        stream = info.convs["stem_conv"].output_space
         assert alive[stream][0] == (name == "b_conv1")
 
 

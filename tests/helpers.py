@@ -1,0 +1,37 @@
+"""Helpers that drive the train binary with tiny settings."""
+
+import json
+import os
+
+from absl.testing import flagsaver
+
+from ms_keras import train
+from tests.conftest import TINY_EXAMPLES
+
+
+def tiny_flags(tfds_dir, model_dir, **overrides):
+    values = dict(
+        dataset="synthetic_nyu", tasks=["1", "2", "3", "4"],
+        image_size=["32", "32"], synthetic_examples=list(TINY_EXAMPLES),
+        backbone="resnet_tiny", aspp_rates=["1", "2"], batch_size=4,
+        epochs=1, steps_per_epoch=2, validation_steps=1, data_dir=tfds_dir,
+        model_dir=model_dir, verbose=0)
+    values.update(overrides)
+    return values
+
+
+def run_train(tfds_dir, model_dir, **overrides):
+    with flagsaver.flagsaver(**tiny_flags(tfds_dir, model_dir, **overrides)):
+        train.main(["train"])
+
+
+def read(model_dir, name):
+    with open(os.path.join(model_dir, name)) as f:
+        return json.load(f)
+
+
+META_FLAGS = dict(mode="meta", sparsity="channel", meta_batch_size=2,
+                  inner_steps=1, lambda_init=20.0, learning_rate=0.01,
+                  steps_per_epoch=3, tasks=["1", "2"])
+
+

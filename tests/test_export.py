@@ -1,0 +1,119 @@
+"""The export binary and its verification, on a finished meta-sparsity run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from absl.testing import flagsaver
+
+from ms_keras import export
+from ms_keras import exporter
+from tests.helpers import read
+
+
+def run_export(model_dir, output_dir, **overrides):
+    values = dict(model_dir=model_dir, output_dir=output_dir,
+                  latency_repeats=3, verify_images=8)
+    values.update(overrides)
+    with flagsaver.flagsaver(**values):
+        export.main(["export"])
+
+
+@pytest.fixture(scope="module")
+def exported(meta_run, tmp_path_factory):
+    output_dir = str(tmp_path_factory.mktemp("export") / "out")
+    run_export(meta_run, output_dir, quantize="dynamic_range")
+    return output_dir
+
+
+def test_export_writes_verified_slim_artefacts(meta_run, exported):
+    assert sorted(os.listdir(exported)) == [
+        "export_report.json", "model.tflite", "model_dynamic_range.tflite",
+        "saved_model"]
+    report = read(exported, "export_report.json")
+    for name in ("keras_slim", "saved_model", "tflite"):
+        assert report["max_abs_difference"][name] <= 1e-4
+    assert "tflite_dynamic_range" in report["max_abs_difference"]
+    backbone = report["backbone"]
+    assert backbone["parameters_slim"] == backbone["parameters_structural"]
+    assert backbone["parameters_slim"] < backbone["parameters_dense"]
+    sparsity = read(meta_run, "metrics.json")["sparsity"]
+    assert backbone["flops_speedup"] == pytest.approx(
+        sparsity["flops_speedup"])
+    for fmt in ("saved_model", "tflite"):
+        for table in (report["latency_ms"], backbone["latency_ms"]):
+            assert set(table[fmt]["dense"]) == {"1", "8"}
+            assert table[fmt]["speedup"]["8"] > 0
+    assert report["tasks"] == ["depth", "segmentation"]
+
+
+def test_saved_model_loads_without_ms_keras(exported):
+    script = (
+        "import sys, numpy as np, tensorflow as tf\n"
+        f"m = tf.saved_model.load({os.path.join(exported, 'saved_model')!r})\n"
+        "out = m.serve(tf.zeros((2, 32, 32, 3)))\n"
+        "assert sorted(out) == ['depth', 'segmentation'], sorted(out)\n"
+        "assert out['depth'].shape == (2, 32, 32, 1)\n"
+        "assert not any(k.startswith('ms_keras') for k in sys.modules)\n"
+        "print('ok')\n")
+    result = subprocess.run([sys.executable, "-c", script],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("ok")
+
+
+def test_backbone_alone_exports_features(meta_run, tmp_path):
+    output_dir = str(tmp_path / "bb")
+    run_export(meta_run, output_dir, tasks=["none"], format=["tflite"])
+    assert sorted(os.listdir(output_dir)) == ["export_report.json",
+                                             "model.tflite"]
+    report = read(output_dir, "export_report.json")
+    assert report["tasks"] == []
+    assert report["max_abs_difference"]["tflite"] <= 1e-4
+
+
+def test_failed_verification_writes_nothing(meta_run, tmp_path):
+    network = keras.saving.load_model(os.path.join(meta_run, "model.keras"))
+    images = np.random.default_rng(0).uniform(size=(8, 32, 32, 3)).astype(
+        np.float32)
+    output_dir = tmp_path / "out"
+    with pytest.raises(exporter.VerificationError, match="nothing was"):
+        exporter.export_run(network, images, str(output_dir),
+                            formats=("saved_model",), tolerance=-1.0,
+                            repeats=1)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(quantize="dynamic_range", format=["saved_model"]),
+     "--quantize=dynamic_range needs --format to include tflite"),
+    (dict(tasks=["edges"]), "the run has no head for edges"),
+    (dict(model_dir="/no/run"), "no such directory"),
+])
+def test_bad_export_requests_fail_cleanly(meta_run, tmp_path, capsys,
+                                          overrides, message):
+    values = {"model_dir": meta_run, **overrides}
+    with pytest.raises(SystemExit) as exit_info:
+        run_export(values.pop("model_dir"), str(tmp_path / "o"), **values)
+    assert exit_info.value.code == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_existing_output_dir_is_never_overwritten(meta_run, tmp_path,
+                                                  capsys):
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "keep.txt").write_text("mine")
+    with pytest.raises(SystemExit):
+        run_export(meta_run, str(tmp_path / "o"))
+    assert "already exists" in capsys.readouterr().err
+    assert (tmp_path / "o" / "keep.txt").read_text() == "mine"
+
+
+def test_report_is_plain_json(exported):
+    with open(os.path.join(exported, "export_report.json")) as f:
+        json.load(f)

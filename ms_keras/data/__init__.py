@@ -10,8 +10,14 @@ import os
 import tensorflow_datasets as tfds
 
 from ms_keras import tasks as tasks_lib
+from ms_keras.data import celeba
+from ms_keras.data import nyu
 from ms_keras.data import pipeline
+from ms_keras.data import real_builders
 from ms_keras.data import synthetic_builders
+
+# Where the prepared TFRecords of a real dataset go, inside --data_dir.
+PREPARED_SUBDIR = "ms_keras_prepared"
 
 DEFAULT_SYNTHETIC_EXAMPLES = (1000, 200, 200)
 
@@ -49,7 +55,13 @@ class DataConfig:
 
 
 def check_data_dir(config):
-    """Raises ValueError when a real dataset's `data_dir` cannot be used."""
+    """Checks a real dataset's `data_dir` without reading any image.
+
+    Raises:
+        ValueError: for a missing or empty directory, an unknown layout, a
+            missing modality, or a split list naming a missing file; the
+            message says what was found and where.
+    """
     if config.spec.synthetic:
         return
     if not config.data_dir:
@@ -60,21 +72,63 @@ def check_data_dir(config):
         raise ValueError(
             f"--data_dir={config.data_dir}: no such directory (dataset "
             f"'{config.dataset}' is read from the user's files).")
+    if config.dataset == "nyu":
+        layout = nyu.detect_layout(config.data_dir)
+        classes = config.spec.tasks[0].output_channels
+        if classes != nyu.default_classes(layout) and (
+                layout == nyu.MTAN or classes not in (13, 40)):
+            raise ValueError(
+                f"--segmentation_classes={classes}: the {layout} layout in "
+                f"{config.data_dir} has {nyu.default_classes(layout)} "
+                "classes.")
+        nyu.list_examples(config.data_dir, layout)
+    else:
+        celeba.list_examples(config.data_dir)
+
+
+def segmentation_classes(dataset, data_dir, requested):
+    """The class count to use: `requested`, else the data's own.
+
+    NYUv2 in the MTAN layout has 13 classes, NYUD_MT 40; CelebA 19. A
+    directory that cannot be inspected yet leaves the dataset's default (its
+    problems are reported by `check_data_dir`).
+    """
+    if requested is not None or dataset != "nyu" or not data_dir:
+        return requested
+    try:
+        return nyu.default_classes(nyu.detect_layout(data_dir))
+    except ValueError:
+        return None
 
 
 def _real_builder(config):
-    raise ValueError(
-        f"Dataset '{config.dataset}': reading the real release from "
-        f"{config.data_dir} is not available in this version; use "
-        "synthetic_nyu or synthetic_celeba.")
+    if config.dataset == "nyu":
+        layout = nyu.detect_layout(config.data_dir)
+        cls = real_builders.NyuDepthV2Files
+    else:
+        layout = "official"
+        cls = real_builders.CelebaMaskHqFiles
+    height, width = config.image_size
+    result = cls(config=real_builders.make_config(layout, height, width),
+                 data_dir=os.path.join(config.data_dir, PREPARED_SUBDIR))
+    result.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=config.data_dir))
+    return result
 
 
 def builder(config):
-    """Returns the prepared TFDS builder of `config`'s examples."""
+    """Returns the prepared TFDS builder of `config`'s examples.
+
+    The first call prepares the examples (renders synthetic ones, or reads,
+    checks and resizes the user's files); later calls reuse them.
+
+    Raises:
+        ValueError: for unusable user files, naming the file and the problem.
+    """
     check_data_dir(config)
+    tfds.disable_progress_bar()
     if not config.spec.synthetic:
         return _real_builder(config)
-    tfds.disable_progress_bar()
     height, width = config.image_size
     train, validation, test = config.synthetic_examples
     builder_config = synthetic_builders.make_config(

@@ -34,20 +34,28 @@ def _resize_nearest(x, size):
     return tf.image.resize(x, size, method="nearest")
 
 
-def _resize_dense_targets(example, size):
-    """Resizes stored NYU-family maps; nearest keeps labels and holes exact."""
+def resize_stored_example(example, size):
+    """Resizes a stored example (TFDS layout), keeping dtypes and holes.
+
+    The image is resized bilinearly; segmentation, edges and depth by nearest
+    neighbour (labels stay labels, invalid depth stays 0); normals bilinearly
+    and renormalised, zero where the nearest source normal was invalid.
+    """
     out = dict(example)
-    out["image"] = tf.image.resize(example["image"], size, method="bilinear")
+    image = tf.image.resize(example["image"], size, method="bilinear")
+    if example["image"].dtype == tf.uint8:
+        image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+    out["image"] = image
     for key in ("segmentation", "edges", "depth"):
         if key in example:
             out[key] = _resize_nearest(example[key][..., None], size)[..., 0]
     if "normals" in example:
-        normals = example["normals"]
+        normals = tf.cast(example["normals"], tf.float32)
         valid = tf.cast(tf.reduce_any(normals != 0, axis=-1, keepdims=True),
                         tf.float32)
         valid = _resize_nearest(valid, size)
-        smooth = tf.image.resize(normals, size, method="bilinear")
-        smooth = tf.math.l2_normalize(smooth, axis=-1)
+        smooth = tf.math.l2_normalize(
+            tf.image.resize(normals, size, method="bilinear"), axis=-1)
         out["normals"] = smooth * valid
     return out
 
@@ -85,7 +93,7 @@ def example_to_inputs(example, dataset, task_specs, image_size):
     """
     stored = tuple(example["image"].shape[:2])
     if stored != tuple(image_size):
-        example = _resize_dense_targets(example, image_size)
+        example = resize_stored_example(example, image_size)
     image = tf.cast(example["image"], tf.float32)
     if example["image"].dtype == tf.uint8:
         image = image / 255.0
@@ -113,13 +121,56 @@ def flip_horizontally(image, targets, dataset, task_specs):
     return image, flipped
 
 
+MAX_SCALE = 1.5
+
+
+def random_scale_crop(image, targets, task_specs, seed, max_scale=MAX_SCALE):
+    """Zooms in by a random factor in [1, max_scale] and crops back.
+
+    Image bilinear, dense targets nearest-neighbour; depth is divided by the
+    factor (a zoomed view is a closer camera). Normals do not change under
+    scaling; attributes are untouched. Stateless in `seed`.
+    """
+    height, width = image.shape[0], image.shape[1]
+    scale = tf.random.stateless_uniform((), seed=seed, minval=1.0,
+                                        maxval=max_scale)
+    size = tf.cast(tf.math.ceil(scale * [height, width]), tf.int32)
+    offsets = tf.random.stateless_uniform(
+        (2,), seed=seed + 1, minval=0.0, maxval=1.0)
+    top = tf.cast(offsets[0] * tf.cast(size[0] - height + 1, tf.float32),
+                  tf.int32)
+    left = tf.cast(offsets[1] * tf.cast(size[1] - width + 1, tf.float32),
+                   tf.int32)
+
+    def crop(x, method):
+        x = tf.image.resize(x, size, method=method)
+        return x[top:top + height, left:left + width]
+
+    image = crop(image, "bilinear")
+    scaled = {}
+    for task in task_specs:
+        value = targets[task.name]
+        if task.is_dense:
+            expand = len(value.shape) == 2
+            resized = crop(value[..., None] if expand else value, "nearest")
+            value = resized[..., 0] if expand else resized
+            if task.kind == tasks_lib.DEPTH:
+                value = value / scale
+        scaled[task.name] = value
+    return image, scaled
+
+
 def augment(image, targets, dataset, task_specs, seed):
-    """Random horizontal flip with probability 1/2 (stateless in `seed`)."""
+    """Random horizontal flip (probability 1/2), then a random scale-crop.
+
+    Both keep every target consistent with the image; stateless in `seed`.
+    """
     coin = tf.random.stateless_uniform((), seed=seed)
-    return tf.cond(
+    image, targets = tf.cond(
         coin < 0.5,
         lambda: flip_horizontally(image, targets, dataset, task_specs),
         lambda: (image, targets))
+    return random_scale_crop(image, targets, task_specs, seed + 2)
 
 
 def make_batches(examples, dataset, task_specs, image_size, batch_size,

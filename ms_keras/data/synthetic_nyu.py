@@ -14,6 +14,8 @@ Everything is vectorised over pixels with numpy; a sample depends only on the
 
 import numpy as np
 
+from ms_keras.data import geometry
+
 CLASS_NAMES = ("floor", "wall", "ceiling", "box", "sphere", "cylinder")
 FLOOR, WALL, CEILING, BOX, SPHERE, CYLINDER = range(6)
 FOCAL_PER_WIDTH = 0.8  # focal length in pixels per image-width pixel
@@ -21,16 +23,14 @@ _FAR = 1e9
 
 
 def camera_intrinsics(height, width):
-    """Returns `(f, cx, cy)` of the synthetic camera for an image size."""
-    return FOCAL_PER_WIDTH * width, width / 2.0, height / 2.0
+    """`(fx, fy, cx, cy)` of the synthetic camera for an image size."""
+    focal = FOCAL_PER_WIDTH * width
+    return focal, focal, width / 2.0, height / 2.0
 
 
 def pixel_rays(height, width):
     """Camera-frame ray directions `(h, w, 3)` with z = 1 (so t = z-depth)."""
-    f, cx, cy = camera_intrinsics(height, width)
-    v, u = np.mgrid[0:height, 0:width].astype(np.float64)
-    return np.stack([(u + 0.5 - cx) / f, (v + 0.5 - cy) / f,
-                     np.ones_like(u)], axis=-1)
+    return geometry.pixel_rays(height, width, camera_intrinsics(height, width))
 
 
 def _camera_rotation(yaw, pitch, roll):
@@ -186,18 +186,6 @@ def _place_objects(rng, room, camera):
     return objects
 
 
-def _edges_from_surfaces(surface):
-    """1 where any 4-neighbour belongs to another surface, else 0."""
-    edges = np.zeros(surface.shape, bool)
-    vertical = surface[1:, :] != surface[:-1, :]
-    horizontal = surface[:, 1:] != surface[:, :-1]
-    edges[1:, :] |= vertical
-    edges[:-1, :] |= vertical
-    edges[:, 1:] |= horizontal
-    edges[:, :-1] |= horizontal
-    return edges.astype(np.uint8)
-
-
 def _kinect_holes(rng, depth, normals, rays):
     """Invalid blobs, grazing-angle and far pixels, as a Kinect produces."""
     height, width = depth.shape
@@ -277,7 +265,7 @@ def render_scene(rng, height, width, holes=True):
                                                                   width, 3))
     image = (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
 
-    edges = _edges_from_surfaces(surface)
+    edges = geometry.label_edges(surface)
     if holes:
         invalid = _kinect_holes(rng, depth, normals, rays)
         depth = np.where(invalid, 0.0, depth)
@@ -291,27 +279,8 @@ def render_scene(rng, height, width, holes=True):
     }
 
 
-def normals_from_depth(depth, height=None, width=None):
-    """Camera-frame unit normals recomputed from a z-depth map.
-
-    Back-projects every pixel with the synthetic intrinsics and crosses the
-    central-difference tangents; border pixels are left zero.
-
-    Args:
-        depth: `(h, w)` z-depth in metres.
-
-    Returns:
-        `(h, w, 3)` unit normals facing the camera.
-    """
+def normals_from_depth(depth):
+    """Camera-frame unit normals recomputed from a synthetic z-depth map."""
     height, width = depth.shape
-    points = pixel_rays(height, width) * depth[..., None]
-    du = np.zeros_like(points)
-    dv = np.zeros_like(points)
-    du[:, 1:-1] = points[:, 2:] - points[:, :-2]
-    dv[1:-1, :] = points[2:, :] - points[:-2, :]
-    normals = np.cross(dv, du)
-    norm = np.linalg.norm(normals, axis=-1, keepdims=True)
-    normals = np.where(norm > 0, normals / np.maximum(norm, 1e-12), 0.0)
-    facing = np.sum(normals * points, axis=-1) > 0
-    normals[facing] *= -1
-    return normals
+    return geometry.normals_from_depth(depth,
+                                       camera_intrinsics(height, width))

@@ -79,25 +79,17 @@ def _differences(old, new):
             for k in keys if old.get(k) != new.get(k)]
 
 
-def claim_model_dir(model_dir, settings, overwrite=False):
-    """Checks that `model_dir` may hold this experiment, then records it.
+def check_model_dir(model_dir, settings, overwrite=False):
+    """Raises ValueError when this run may not use `model_dir`; writes nothing.
 
-    A new or empty directory is claimed. A directory holding the same
-    experiment unfinished is resumed. A finished run of the same experiment,
-    or a different experiment, is refused unless `overwrite` is set, in which
-    case its checkpoints, backup and metrics are removed first.
+    The rules of `claim_model_dir`.
 
     Returns:
-        True when an unfinished run is being resumed.
-
-    Raises:
-        ValueError: when the directory holds something this run must not
-            overwrite.
+        True when `model_dir` holds this experiment unfinished (a resume).
     """
     flags_path = os.path.join(model_dir, FLAGS_FILE)
     if os.path.exists(model_dir) and not os.path.isdir(model_dir):
         raise ValueError(f"--model_dir={model_dir} is a file, not a directory.")
-    resuming = False
     if os.path.exists(flags_path):
         try:
             old = identity(read_json(flags_path))
@@ -116,19 +108,36 @@ def claim_model_dir(model_dir, settings, overwrite=False):
             raise ValueError(
                 f"--model_dir={model_dir} already holds a finished run of this "
                 "experiment; pass --overwrite to train it again.")
-        if overwrite:
-            for name in (METRICS_FILE, MASK_FILE, MODEL_FILE):
-                path = os.path.join(model_dir, name)
-                if os.path.exists(path):
-                    os.remove(path)
-            for name in ("checkpoints", BACKUP_DIR):
-                shutil.rmtree(os.path.join(model_dir, name),
-                              ignore_errors=True)
-        else:
-            resuming = True
-    elif os.path.isdir(model_dir) and os.listdir(model_dir) and not overwrite:
+        return not overwrite
+    if os.path.isdir(model_dir) and os.listdir(model_dir) and not overwrite:
         raise ValueError(
             f"--model_dir={model_dir} is not empty and holds no {FLAGS_FILE}; "
             "choose an empty or new directory.")
-    write_json(flags_path, settings)
+    return False
+
+
+def claim_model_dir(model_dir, settings, overwrite=False):
+    """Checks that `model_dir` may hold this experiment, then records it.
+
+    A new or empty directory is claimed. A directory holding the same
+    experiment unfinished is resumed. A finished run of the same experiment,
+    or a different experiment, is refused unless `overwrite` is set, in which
+    case its checkpoints, backup and metrics are removed first.
+
+    Returns:
+        True when an unfinished run is being resumed.
+
+    Raises:
+        ValueError: when the directory holds something this run must not
+            overwrite.
+    """
+    resuming = check_model_dir(model_dir, settings, overwrite)
+    if overwrite:
+        for name in (METRICS_FILE, MASK_FILE, MODEL_FILE):
+            path = os.path.join(model_dir, name)
+            if os.path.exists(path):
+                os.remove(path)
+        for name in ("checkpoints", BACKUP_DIR):
+            shutil.rmtree(os.path.join(model_dir, name), ignore_errors=True)
+    write_json(os.path.join(model_dir, FLAGS_FILE), settings)
     return resuming

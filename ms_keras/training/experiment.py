@@ -241,7 +241,10 @@ def prepare(config, settings, overwrite=False):
             holds another experiment or a finished run (see
             `artifacts.claim_model_dir`).
     """
-    data_lib.check_data_dir(config.data)
+    artifacts.check_model_dir(config.model_dir, settings, overwrite)
+    # Prepares the examples now: unusable files are reported before anything
+    # is written into model_dir.
+    data_lib.builder(config.data)
     resuming = artifacts.claim_model_dir(config.model_dir, settings,
                                          overwrite=overwrite)
     if resuming:

@@ -33,7 +33,9 @@ def from_settings(settings, model_dir=None, data_dir=None, verbose=None):
         dataset=settings["dataset"],
         image_size=_ints(settings["image_size"]),
         data_dir=data_dir or settings.get("data_dir"),
-        segmentation_classes=settings.get("segmentation_classes"),
+        segmentation_classes=data_lib.segmentation_classes(
+            settings["dataset"], data_dir or settings.get("data_dir"),
+            settings.get("segmentation_classes")),
         synthetic_examples=_ints(settings["synthetic_examples"]),
         synthetic_seed=settings.get("synthetic_seed", 0),
         synthetic_holes=settings.get("synthetic_holes", True))

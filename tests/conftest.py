@@ -23,12 +23,22 @@ def tfds_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp("tfds"))
 
 
+def set_precision(dtype):
+    """Sets Keras' float type and its global dtype policy together.
+
+    Keras caches a global policy the first time one is needed; changing only
+    floatx afterwards would leave layers computing in the old type.
+    """
+    keras.config.set_floatx(dtype)
+    keras.config.set_dtype_policy(dtype)
+
+
 @pytest.fixture(autouse=True)
 def default_floatx():
     """Tests that switch to float64 must not leak it into other tests."""
-    keras.config.set_floatx("float32")
+    set_precision("float32")
     yield
-    keras.config.set_floatx("float32")
+    set_precision("float32")
 
 
 @pytest.fixture(scope="session")

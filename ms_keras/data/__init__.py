@@ -20,6 +20,10 @@ from ms_keras.data import synthetic_builders
 PREPARED_SUBDIR = "ms_keras_prepared"
 
 DEFAULT_SYNTHETIC_EXAMPLES = (1000, 200, 200)
+# Decoded splits smaller than this are kept in memory after the first pass.
+CACHE_BYTES = 2 * 2 ** 30
+# float32 image and normals, int32 labels, depth and edges.
+_DECODED_BYTES_PER_PIXEL = 4 * (3 + 3 + 1 + 1 + 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,11 +156,14 @@ def load(config, task_specs, split, batch_size, training, seed=0):
         training: shuffle, augment and repeat forever; else one ordered pass.
         seed: seed of shuffling and augmentation.
     """
-    examples = builder(config).as_dataset(split=split,
-                                          shuffle_files=training)
-    return pipeline.make_batches(examples, config.spec, task_specs,
-                                 config.image_size, batch_size, training,
-                                 seed=seed)
+    prepared = builder(config)
+    examples = prepared.as_dataset(split=split, shuffle_files=training)
+    count = prepared.info.splits[split].num_examples
+    height, width = config.image_size
+    return pipeline.make_batches(
+        examples, config.spec, task_specs, config.image_size, batch_size,
+        training, seed=seed,
+        cache=count * height * width * _DECODED_BYTES_PER_PIXEL < CACHE_BYTES)
 
 
 def num_examples(config, split):

@@ -19,14 +19,14 @@ def _scene(index, size=NYU_SIZE):
                                       holes=True)
 
 
-def write_nyud_mt(root, train=10, val=3):
+def write_nyud_mt(root, train=10, val=3, size=NYU_SIZE):
     """NYUD_MT layout: jpg images, png labels (0 = unlabelled), npy maps."""
     for folder in ("images", "segmentation", "depth", "normals", "edge",
                    "gt_sets"):
         os.makedirs(os.path.join(root, folder), exist_ok=True)
     ids = [f"{i:06d}" for i in range(1, train + val + 1)]
     for index, name in enumerate(ids):
-        scene = _scene(index)
+        scene = _scene(index, size)
         Image.fromarray(scene["image"]).save(
             os.path.join(root, "images", name + ".jpg"))
         labels = scene["segmentation"].astype(np.uint8) + 1

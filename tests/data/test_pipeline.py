@@ -116,3 +116,39 @@ def test_generation_is_at_least_100_samples_per_second_at_96x128():
             synthetic_nyu.render_scene(np.random.default_rng(i), 96, 128)
         rates.append(100 / (time.perf_counter() - start))
     assert np.median(rates) >= 100
+
+
+def test_scale_crop_divides_depth_and_keeps_labels_and_normals():
+    spec = tasks.get_dataset("synthetic_nyu")
+    scene = synthetic_nyu.render_scene(np.random.default_rng(4), 32, 40,
+                                       holes=True)
+    image, targets = pipeline.example_to_inputs(
+        {k: tf.constant(v) for k, v in scene.items()}, spec, spec.tasks,
+        (32, 40))
+    seed = tf.constant([3, 7], tf.int64)
+    out_image, out = pipeline.random_scale_crop(image, targets, spec.tasks,
+                                                seed)
+    again = pipeline.random_scale_crop(image, targets, spec.tasks, seed)[1]
+    np.testing.assert_array_equal(out["depth"], again["depth"])
+    assert out_image.shape == image.shape
+    assert set(np.unique(out["segmentation"])) <= set(
+        np.unique(targets["segmentation"]))
+    # Nearest resizing copies normals unchanged (holes stay holes).
+    normals = targets["normals"].numpy().reshape(-1, 3)
+    for vector in out["normals"].numpy().reshape(-1, 3)[::37]:
+        assert np.min(np.abs(normals - vector).sum(axis=1)) < 1e-6
+    np.testing.assert_array_equal(out["depth"].numpy()[..., 0] == 0,
+                                  np.abs(out["normals"].numpy()).sum(-1) == 0)
+
+
+def test_scale_crop_of_a_constant_depth_is_depth_over_scale():
+    spec = tasks.get_dataset("synthetic_nyu")
+    specs = tasks.parse_tasks(spec, ["depth"])
+    depth = tf.fill((16, 16, 1), 3.0)
+    for seed in range(5):
+        stacked = tf.concat([tf.zeros((16, 16, 2)), depth], axis=-1)
+        _, out = pipeline.random_scale_crop(
+            stacked, {"depth": depth}, specs,
+            tf.constant([seed, 1], tf.int64))
+        values = np.unique(out["depth"].numpy())
+        assert values.size == 1 and 2.0 <= values[0] <= 3.0

@@ -173,11 +173,10 @@ def test_binary_trains_two_steps_on_each_format(tmp_path, layout):
     elif layout == "mtan":
         fixtures.write_mtan(root)
     elif layout == "official":
-        sys.path.insert(0, os.path.join(REPO, "tools"))
-        import prepare_nyu
+        from ms_keras.data import nyu_official
         fixtures.write_official_nyu(tmp_path / "official")
-        prepare_nyu.convert(str(tmp_path / "official"), str(root), 40,
-                            log=lambda message: None)
+        nyu_official.convert(str(tmp_path / "official"), str(root), 40,
+                             log=lambda message: None)
     else:
         fixtures.write_celeba(root)
     dataset = "celeba" if layout == "celeba" else "nyu"

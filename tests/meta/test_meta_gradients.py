@@ -11,6 +11,7 @@ from ms_keras import tasks
 from ms_keras.meta.trainer import MetaSparsityTrainer
 from ms_keras.models.layers import ExactBatchNormalization
 from ms_keras.sparsity.lam import SparsityStrength
+from tests.conftest import set_precision
 
 SEG = tasks.TaskSpec(1, "segmentation", tasks.SEGMENTATION, 3)
 NORMALS = tasks.TaskSpec(3, "normals", tasks.NORMALS, 3)
@@ -142,14 +143,14 @@ def as_plain(trainer):
 class MetaGradientTest(parameterized.TestCase):
 
     def setUp(self):
-        keras.config.set_floatx("float64")
+        set_precision("float64")
         rng = np.random.default_rng(0)
         self.support = make_batch(rng)
         self.query = make_batch(rng)
         self.episode = tf.constant([True, True])
 
     def tearDown(self):
-        keras.config.set_floatx("float32")
+        set_precision("float32")
 
     def _objective(self, trainer):
         result = trainer.compute_meta_gradients(self.support, self.query,

@@ -7,6 +7,7 @@ from ms_keras.meta import inner_loop
 from ms_keras.sparsity import prox
 from tests.meta.test_meta_gradients import build_trainer
 from tests.meta.test_meta_gradients import make_batch
+from tests.conftest import set_precision
 
 
 class RegrowTest(absltest.TestCase):
@@ -36,10 +37,10 @@ class RegrowTest(absltest.TestCase):
 class MetaTrainStepTest(absltest.TestCase):
 
     def setUp(self):
-        keras.config.set_floatx("float64")
+        set_precision("float64")
 
     def tearDown(self):
-        keras.config.set_floatx("float32")
+        set_precision("float32")
 
     def _data(self, meta_batch):
         rng = np.random.default_rng(0)

@@ -7,6 +7,7 @@ from ms_keras.models import layers
 from ms_keras.models.heads import build_aspp_head
 from ms_keras import tasks
 from tests import gradcheck
+from tests.conftest import set_precision
 
 
 def _curved_loss(layer, inputs, training=None):
@@ -23,7 +24,7 @@ class SecondOrderTest(parameterized.TestCase):
     """Every layer kind on the forward path has an exact Hessian."""
 
     def setUp(self):
-        keras.config.set_floatx("float64")
+        set_precision("float64")
         keras.utils.set_random_seed(0)
         self.inputs = tf.Variable(
             np.random.default_rng(0).normal(size=(2, 6, 6, 3)), tf.float64)

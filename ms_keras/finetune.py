@@ -27,7 +27,6 @@ from absl import flags
 
 from ms_keras import common_flags
 from ms_keras import training_flags
-from ms_keras.training import experiment
 from ms_keras.training import run_config
 
 FROM_DIR = flags.DEFINE_string(
@@ -81,16 +80,10 @@ def main(argv):
     for name in ("from_dir", "model_dir"):
         if not common_flags.FLAGS[name].value:
             common_flags.fail(f"--{name} is required.")
-    try:
-        settings, config = build_settings(
-            FROM_DIR.value, common_flags.MODEL_DIR.value,
-            common_flags.DATA_DIR.value, TRAIN_SCOPE.value,
-            common_flags.VERBOSE.value)
-        experiment.prepare(config, settings,
-                           overwrite=training_flags.OVERWRITE.value)
-    except ValueError as e:
-        common_flags.fail(e)
-    metrics = experiment.run(config)
+    metrics = training_flags.prepare_and_train(lambda: build_settings(
+        FROM_DIR.value, common_flags.MODEL_DIR.value,
+        common_flags.DATA_DIR.value, TRAIN_SCOPE.value,
+        common_flags.VERBOSE.value))
     print(json.dumps({"test": metrics["test"]}, indent=2))
 
 

@@ -48,6 +48,23 @@ def _absolute_relative_error(depth_true, depth_pred):
     return ops.mean(ops.abs(depth_pred - depth_true) / safe, axis=-1)
 
 
+class _ValidPixelsOnly:
+    """Mixin: a metric that only counts pixels whose target is valid.
+
+    Subclasses set `_valid`, a function of `y_true` returning the per-pixel
+    mask used as sample weight.
+    """
+
+    _valid = None
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(y_true, y_pred,
+                                    sample_weight=type(self)._valid(y_true))
+
+    def get_config(self):
+        return {"name": self.name}
+
+
 @keras.saving.register_keras_serializable(package="ms_keras")
 class SegmentationMeanIoU(keras.metrics.MeanIoU):
     """Mean IoU from an accumulated confusion matrix; label 255 is ignored.
@@ -65,74 +82,61 @@ class SegmentationMeanIoU(keras.metrics.MeanIoU):
         return {"num_classes": self.num_classes, "name": self.name}
 
 
+def _labelled(labels):
+    return ops.not_equal(ops.cast(labels, "int32"), tasks_lib.IGNORE_LABEL)
+
+
 @keras.saving.register_keras_serializable(package="ms_keras")
-class PixelAccuracy(keras.metrics.SparseCategoricalAccuracy):
+class PixelAccuracy(_ValidPixelsOnly, keras.metrics.SparseCategoricalAccuracy):
     """Fraction of labelled pixels whose argmax class is right (255 ignored)."""
+
+    _valid = _labelled
 
     def __init__(self, name="pixel_accuracy", dtype=None):
         super().__init__(name=name, dtype=dtype)
 
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        valid = ops.not_equal(ops.cast(y_true, "int32"),
-                              tasks_lib.IGNORE_LABEL)
-        return super().update_state(y_true, y_pred, sample_weight=valid)
-
 
 @keras.saving.register_keras_serializable(package="ms_keras")
-class DepthMeanAbsoluteError(keras.metrics.MeanAbsoluteError):
+class DepthMeanAbsoluteError(_ValidPixelsOnly,
+                             keras.metrics.MeanAbsoluteError):
     """Mean absolute depth error in metres over valid (non-zero) pixels."""
+
+    _valid = _depth_is_valid
 
     def __init__(self, name="mae", dtype=None):
         super().__init__(name=name, dtype=dtype)
 
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        return super().update_state(y_true, y_pred,
-                                    sample_weight=_depth_is_valid(y_true))
-
 
 @keras.saving.register_keras_serializable(package="ms_keras")
-class DepthAbsoluteRelativeError(keras.metrics.MeanMetricWrapper):
+class DepthAbsoluteRelativeError(_ValidPixelsOnly,
+                                 keras.metrics.MeanMetricWrapper):
     """Mean of `|pred - true| / true` over valid depth pixels."""
+
+    _valid = _depth_is_valid
 
     def __init__(self, name="abs_rel", dtype=None):
         super().__init__(_absolute_relative_error, name=name, dtype=dtype)
 
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        return super().update_state(y_true, y_pred,
-                                    sample_weight=_depth_is_valid(y_true))
-
-    def get_config(self):
-        return {"name": self.name}
-
 
 @keras.saving.register_keras_serializable(package="ms_keras")
-class NormalCosineSimilarity(keras.metrics.CosineSimilarity):
+class NormalCosineSimilarity(_ValidPixelsOnly,
+                             keras.metrics.CosineSimilarity):
     """Mean per-pixel cosine similarity over pixels with a valid normal."""
+
+    _valid = _normal_is_valid
 
     def __init__(self, name="cosine_similarity", dtype=None):
         super().__init__(name=name, dtype=dtype, axis=-1)
 
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        return super().update_state(y_true, y_pred,
-                                    sample_weight=_normal_is_valid(y_true))
-
-    def get_config(self):
-        return {"name": self.name}
-
 
 @keras.saving.register_keras_serializable(package="ms_keras")
-class NormalAngleMean(keras.metrics.MeanMetricWrapper):
+class NormalAngleMean(_ValidPixelsOnly, keras.metrics.MeanMetricWrapper):
     """Mean angle (degrees) between predicted and true normals."""
+
+    _valid = _normal_is_valid
 
     def __init__(self, name="angle_mean", dtype=None):
         super().__init__(_angle_degrees, name=name, dtype=dtype)
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        return super().update_state(y_true, y_pred,
-                                    sample_weight=_normal_is_valid(y_true))
-
-    def get_config(self):
-        return {"name": self.name}
 
 
 @keras.saving.register_keras_serializable(package="ms_keras")

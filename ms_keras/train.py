@@ -17,7 +17,6 @@ from absl import app
 from ms_keras import common_flags
 from ms_keras import experiment_flags
 from ms_keras import training_flags
-from ms_keras.training import experiment
 from ms_keras.training import run_config
 
 _FLAG_MODULES = (common_flags.__name__, training_flags.__name__,
@@ -30,13 +29,8 @@ def main(argv):
     if not common_flags.MODEL_DIR.value:
         common_flags.fail("--model_dir is required.")
     settings = common_flags.flag_values(_FLAG_MODULES)
-    try:
-        config = run_config.from_settings(settings)
-        experiment.prepare(config, settings,
-                           overwrite=training_flags.OVERWRITE.value)
-    except ValueError as e:
-        common_flags.fail(e)
-    metrics = experiment.run(config)
+    metrics = training_flags.prepare_and_train(
+        lambda: (settings, run_config.from_settings(settings)))
     print(json.dumps({"test": metrics["test"]}, indent=2))
 
 

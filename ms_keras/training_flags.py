@@ -5,6 +5,7 @@ from absl import flags
 
 from ms_keras import common_flags
 from ms_keras.training import config as config_lib
+from ms_keras.training import experiment
 
 BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Examples per batch.")
 EPOCHS = flags.DEFINE_integer("epochs", 10, "Maximum number of epochs.")
@@ -38,3 +39,23 @@ OVERWRITE = flags.DEFINE_boolean(
 
 for _name in ("batch_size", "epochs", "learning_rate"):
     common_flags.register_positive(_name)
+
+
+def prepare_and_train(build):
+    """The end of `train` and `finetune`: configure, check, train.
+
+    Args:
+        build: returns `(settings, config)`; raises ValueError for a user
+            mistake, which ends the program with one line (exit code 1).
+            Preparing the data and claiming `--model_dir` happen in the same
+            guarded step, so nothing is trained or written on bad input.
+
+    Returns:
+        The metrics written to `metrics.json`.
+    """
+    try:
+        settings, config = build()
+        experiment.prepare(config, settings, overwrite=OVERWRITE.value)
+    except ValueError as e:
+        common_flags.fail(e)
+    return experiment.run(config)

@@ -16,7 +16,8 @@ Expected in `--data_dir`:
 import os
 
 import numpy as np
-from PIL import Image
+
+from ms_keras.data import files
 
 from ms_keras.data.celeba_parts import PAINT_ORDER
 from ms_keras.data.celeba_parts import paint_parts
@@ -118,23 +119,6 @@ def list_examples(data_dir):
     return examples
 
 
-def _load(path, reader):
-    try:
-        return reader(path)
-    except Exception as e:  # any decoding failure is the file's fault
-        raise ValueError(f"{path}: cannot read it ({e}).") from None
-
-
-def _rgb(path):
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"), np.uint8)
-
-
-def _mask(path):
-    with Image.open(path) as image:
-        return np.asarray(image.convert("L")) > 0
-
-
 def read_example(example):
     """Image, 19-class labels at mask resolution and the six attributes.
 
@@ -144,9 +128,9 @@ def read_example(example):
     shape = None
     for part, path in example["paths"]["masks"].items():
         if os.path.exists(path):
-            masks[part] = _load(path, _mask)
+            masks[part] = files.read_or_fail(path, files.mask)
             shape = masks[part].shape
-    image = _load(example["paths"]["image"], _rgb)
+    image = files.read_or_fail(example["paths"]["image"], files.rgb)
     if shape is None:
         shape = (image.shape[0] // 2, image.shape[1] // 2)
     return {"image": image, "segmentation": paint_parts(masks, shape),

@@ -20,8 +20,8 @@ selection.
 import os
 
 import numpy as np
-from PIL import Image
 
+from ms_keras.data import files
 from ms_keras.data import geometry
 
 NYUD_MT = "nyud_mt"
@@ -144,23 +144,6 @@ def list_examples(data_dir, layout):
     return examples
 
 
-def _load(path, reader):
-    try:
-        return reader(path)
-    except Exception as e:  # any decoding failure is the file's fault
-        raise ValueError(f"{path}: cannot read it ({e}).") from None
-
-
-def _image(path):
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"), np.uint8)
-
-
-def _png(path):
-    with Image.open(path) as image:
-        return np.asarray(image)
-
-
 def _check_shapes(example, paths):
     height, width = example["image"].shape[:2]
     for key, value in example.items():
@@ -171,34 +154,39 @@ def _check_shapes(example, paths):
     return example
 
 
+def _array(path, dtype=np.float32):
+    return files.read_or_fail(path, np.load).astype(dtype)
+
+
 def read_example(paths, layout):
     """One example in the stored convention (see `data.features`)."""
     if layout == NYUD_MT:
-        labels = _load(paths["segmentation"], _png).astype(np.int32)
+        labels = files.read_or_fail(paths["segmentation"],
+                                    files.raw).astype(np.int32)
         if labels.ndim == 3:
             labels = labels[..., 0]
         segmentation = np.where(labels == 0, 255, labels - 1)
         example = {
-            "image": _load(paths["images"], _image),
+            "image": files.read_or_fail(paths["images"], files.rgb),
             "segmentation": segmentation.astype(np.uint8),
-            "depth": _load(paths["depth"], np.load).astype(np.float32),
-            "normals": _load(paths["normals"], np.load).astype(np.float32),
-            "edges": (_load(paths["edge"], np.load) > 0).astype(np.uint8),
+            "depth": _array(paths["depth"]),
+            "normals": _array(paths["normals"]),
+            "edges": (_array(paths["edge"]) > 0).astype(np.uint8),
         }
         return _check_shapes(example, {"image": paths["images"],
                                        "segmentation": paths["segmentation"],
                                        "depth": paths["depth"],
                                        "normals": paths["normals"],
                                        "edges": paths["edge"]})
-    image = _load(paths["image"], np.load)
-    labels = np.rint(_load(paths["label"], np.load)).astype(np.int32)
+    labels = np.rint(_array(paths["label"])).astype(np.int32)
     segmentation = np.where(labels < 0, 255, labels).astype(np.uint8)
-    depth = _load(paths["depth"], np.load).astype(np.float32)
+    depth = _array(paths["depth"])
     example = {
-        "image": (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8),
+        "image": (np.clip(_array(paths["image"]), 0, 1) * 255
+                  + 0.5).astype(np.uint8),
         "segmentation": segmentation,
         "depth": depth.reshape(depth.shape[:2]),
-        "normals": _load(paths["normal"], np.load).astype(np.float32),
+        "normals": _array(paths["normal"]),
         "edges": geometry.label_edges(segmentation),
     }
     return _check_shapes(example, {"image": paths["image"],

@@ -32,8 +32,27 @@ def bilinear_matrix(in_size, out_size):
     return matrix
 
 
+class _ToSize(keras.layers.Layer):
+    """A layer producing `(batch, *size, channels)` maps; holds `size`."""
+
+    def __init__(self, size, **kwargs):
+        super().__init__(**kwargs)
+        self.size = tuple(int(s) for s in size)
+        if len(self.size) != 2 or min(self.size) <= 0:
+            raise ValueError(
+                f"`size` must be two positive integers. Received: size={size}")
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *self.size, input_shape[3])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"size": self.size})
+        return config
+
+
 @keras.saving.register_keras_serializable(package="ms_keras")
-class BilinearResize(keras.layers.Layer):
+class BilinearResize(_ToSize):
     """Bilinear resize of NHWC maps as two matrix contractions.
 
     Equal in value to `tf.image.resize(x, size, "bilinear")` but built from
@@ -43,14 +62,6 @@ class BilinearResize(keras.layers.Layer):
     Args:
         size: `(height, width)` of the output.
     """
-
-    def __init__(self, size, **kwargs):
-        super().__init__(**kwargs)
-        self.size = tuple(int(s) for s in size)
-        if len(self.size) != 2 or min(self.size) <= 0:
-            raise ValueError(
-                f"`size` must be two positive integers. Received: size={size}"
-            )
 
     def build(self, input_shape):
         in_h, in_w = input_shape[1], input_shape[2]
@@ -68,17 +79,9 @@ class BilinearResize(keras.layers.Layer):
         resized = ops.einsum("oh,bhwc->bowc", rows, inputs)
         return ops.einsum("pw,bowc->bopc", cols, resized)
 
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], *self.size, input_shape[3])
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"size": self.size})
-        return config
-
 
 @keras.saving.register_keras_serializable(package="ms_keras")
-class SpatialBroadcast(keras.layers.Layer):
+class SpatialBroadcast(_ToSize):
     """Broadcasts a `(batch, 1, 1, channels)` map to `(batch, h, w, channels)`.
 
     Used for the image-pooling branch of ASPP instead of a resize, whose second
@@ -88,21 +91,9 @@ class SpatialBroadcast(keras.layers.Layer):
         size: `(height, width)` of the output.
     """
 
-    def __init__(self, size, **kwargs):
-        super().__init__(**kwargs)
-        self.size = tuple(int(s) for s in size)
-
     def call(self, inputs):
         shape = ops.shape(inputs)
         return ops.broadcast_to(inputs, (shape[0], *self.size, shape[3]))
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], *self.size, input_shape[3])
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({"size": self.size})
-        return config
 
 
 @keras.saving.register_keras_serializable(package="ms_keras")

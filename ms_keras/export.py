@@ -35,9 +35,9 @@ from ms_keras.training import run_config
 
 OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", None, "Destination directory (must not exist yet).")
-FORMAT = flags.DEFINE_multi_enum(
-    "format", list(exporter.FORMATS), list(exporter.FORMATS),
-    "Artefacts to write: saved_model, tflite (repeat or comma-separate).")
+FORMAT = flags.DEFINE_list(
+    "format", list(exporter.FORMATS),
+    "Artefacts to write, comma-separated: saved_model, tflite.")
 QUANTIZE = flags.DEFINE_enum(
     "quantize", "none", ["none", "dynamic_range"],
     "Also write a dynamic-range quantized TFLite model (needs "
@@ -68,9 +68,14 @@ def _check_batch_sizes(values):
     return True
 
 
-def _formats(values):
-    # A comma-separated value arrives as one entry of the multi-enum list.
-    return sorted({f for value in values for f in value.split(",")})
+@flags.validator("format")
+def _check_format(values):
+    unknown = sorted(set(values) - set(exporter.FORMATS))
+    if not values or unknown:
+        raise flags.ValidationError(
+            f"--format={','.join(values)}: expected one or both of "
+            f"{', '.join(exporter.FORMATS)}")
+    return True
 
 
 def validation_images(config, count):
@@ -90,13 +95,9 @@ def main(argv):
     for name, value in (("model_dir", model_dir), ("output_dir", output_dir)):
         if not value:
             common_flags.fail(f"--{name} is required.")
-    formats = _formats(FORMAT.value)
+    formats = sorted(set(FORMAT.value))
     batch_sizes = tuple(int(b) for b in LATENCY_BATCH_SIZES.value)
     try:
-        unknown = sorted(set(formats) - set(exporter.FORMATS))
-        if unknown:
-            raise ValueError(f"--format={','.join(unknown)}: expected "
-                             f"{' and/or '.join(exporter.FORMATS)}.")
         if QUANTIZE.value != "none" and "tflite" not in formats:
             raise ValueError(
                 f"--quantize={QUANTIZE.value} needs --format to include "

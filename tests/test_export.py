@@ -104,6 +104,23 @@ def test_bad_export_requests_fail_cleanly(meta_run, tmp_path, capsys,
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("argv,message", [
+    (["--format=onnx"], "--format=onnx: expected one or both of"),
+    (["--format=saved_model,tflite,coreml"], "--format=saved_model,tflite,"),
+    (["--latency_batch_sizes=0"], "--latency_batch_sizes=0"),
+    (["--verify_images=0"], "--verify_images"),
+    (["--tolerance=-1"], "--tolerance"),
+])
+def test_bad_export_flags_give_one_line(argv, message, capsys):
+    from ms_keras import common_flags
+    with flagsaver.flagsaver():
+        with pytest.raises(SystemExit) as exit_info:
+            common_flags.parse_flags(["export", *argv])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2
+    assert message in err and len(err.splitlines()) == 1
+
+
 def test_existing_output_dir_is_never_overwritten(meta_run, tmp_path,
                                                   capsys):
     (tmp_path / "o").mkdir()

@@ -4,10 +4,14 @@
 examples behind it come from a TFDS builder prepared once into `data_dir`.
 """
 
+import contextlib
 import dataclasses
+import io
 import os
 
 import tensorflow_datasets as tfds
+
+from absl import logging
 
 from ms_keras import tasks as tasks_lib
 from ms_keras.data import celeba
@@ -115,9 +119,22 @@ def _real_builder(config):
     height, width = config.image_size
     result = cls(config=real_builders.make_config(layout, height, width),
                  data_dir=os.path.join(config.data_dir, PREPARED_SUBDIR))
-    result.download_and_prepare(download_config=tfds.download.DownloadConfig(
+    _prepare_quietly(result, tfds.download.DownloadConfig(
         manual_dir=config.data_dir))
     return result
+
+
+def _prepare_quietly(prepared, download_config=None):
+    """`download_and_prepare`, with TFDS' stdout narration sent to the log.
+
+    TFDS prints "Downloading and preparing dataset ..." even for data that
+    is generated or read locally, which would interleave with Keras' output.
+    """
+    narration = io.StringIO()
+    with contextlib.redirect_stdout(narration):
+        prepared.download_and_prepare(download_config=download_config)
+    if narration.getvalue().strip():
+        logging.info("%s", narration.getvalue().strip())
 
 
 def builder(config):
@@ -140,7 +157,7 @@ def builder(config):
         config.synthetic_holes)
     cls = synthetic_builders.BUILDERS[config.dataset]
     result = cls(config=builder_config, data_dir=config.data_dir)
-    result.download_and_prepare()
+    _prepare_quietly(result)
     return result
 
 

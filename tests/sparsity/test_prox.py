@@ -102,3 +102,14 @@ class SparsityStrengthTest(absltest.TestCase):
 
 if __name__ == "__main__":
     absltest.main()
+
+
+class PenalisedKernelsTest(absltest.TestCase):
+
+    def test_a_backbone_without_convs_is_refused(self):
+        import keras
+        from ms_keras.sparsity import groups
+        image = keras.Input((4, 4, 3))
+        model = keras.Model(image, keras.layers.Dense(2)(image), name="bb")
+        with self.assertRaisesRegex(ValueError, "no trainable Conv2D"):
+            groups.penalised_kernels(model)

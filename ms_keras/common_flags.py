@@ -36,6 +36,26 @@ def register_positive(name):
                              message="must be positive")
 
 
+def parse_ints(values, name):
+    """A list flag's values as ints, or a ValidationError naming the flag."""
+    try:
+        return tuple(int(v) for v in values)
+    except ValueError:
+        raise flags.ValidationError(
+            f"--{name}={','.join(values)}: expected integers") from None
+
+
+def register_positive_ints(name, count=None, expected="positive integers"):
+    """Validator: a list flag of positive integers (exactly `count` if set)."""
+    def check(values):
+        ints = parse_ints(values, name)
+        if not ints or min(ints) <= 0 or (count and len(ints) != count):
+            raise flags.ValidationError(
+                f"--{name}={','.join(values)}: expected {expected}")
+        return True
+    flags.register_validator(name, check)
+
+
 def program_name():
     return os.path.basename(sys.argv[0]) if sys.argv else "ms_keras"
 

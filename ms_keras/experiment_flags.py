@@ -157,17 +157,9 @@ def _check_episode_sampler(values):
     return True
 
 
-def _int_list(values, name):
-    try:
-        return tuple(int(v) for v in values)
-    except ValueError:
-        raise flags.ValidationError(
-            f"--{name}={','.join(values)}: expected integers") from None
-
-
 @flags.validator("image_size")
 def _check_image_size(values):
-    size = _int_list(values, "image_size")
+    size = common_flags.parse_ints(values, "image_size")
     if len(size) != 2 or min(size) <= 0 or any(s % 8 for s in size):
         raise flags.ValidationError(
             f"--image_size={','.join(values)}: expected height,width, two "
@@ -175,23 +167,10 @@ def _check_image_size(values):
     return True
 
 
-@flags.validator("synthetic_examples")
-def _check_synthetic_examples(values):
-    sizes = _int_list(values, "synthetic_examples")
-    if len(sizes) != 3 or min(sizes) <= 0:
-        raise flags.ValidationError(
-            f"--synthetic_examples={','.join(values)}: expected "
-            "train,validation,test, three positive counts")
-    return True
-
-
-@flags.validator("aspp_rates")
-def _check_aspp_rates(values):
-    rates = _int_list(values, "aspp_rates")
-    if not rates or min(rates) <= 0:
-        raise flags.ValidationError(
-            f"--aspp_rates={','.join(values)}: expected positive integers")
-    return True
+common_flags.register_positive_ints(
+    "synthetic_examples", count=3,
+    expected="train,validation,test, three positive counts")
+common_flags.register_positive_ints("aspp_rates")
 
 
 @flags.multi_flags_validator(["dataset", "segmentation_classes"])

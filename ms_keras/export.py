@@ -55,17 +55,7 @@ TOLERANCE = flags.DEFINE_float(
     "the trained model and a float artefact.", lower_bound=0.0)
 
 
-@flags.validator("latency_batch_sizes")
-def _check_batch_sizes(values):
-    try:
-        sizes = [int(v) for v in values]
-    except ValueError:
-        sizes = []
-    if not sizes or min(sizes) < 1:
-        raise flags.ValidationError(
-            f"--latency_batch_sizes={','.join(values)}: expected positive "
-            "integers")
-    return True
+common_flags.register_positive_ints("latency_batch_sizes")
 
 
 @flags.validator("format")

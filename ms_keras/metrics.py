@@ -13,15 +13,6 @@ from keras import ops
 
 from ms_keras import tasks as tasks_lib
 
-# The paper's metric of each task kind and whether higher is better.
-PRIMARY_METRIC = {
-    tasks_lib.SEGMENTATION: ("miou", True),
-    tasks_lib.DEPTH: ("mae", False),
-    tasks_lib.NORMALS: ("cosine_similarity", True),
-    tasks_lib.EDGES: ("mae", False),
-    tasks_lib.ATTRIBUTE: ("accuracy", True),
-}
-
 ANGLE_THRESHOLDS = (11.25, 22.5, 30.0)
 _ANGLE_BIN_DEGREES = 0.0625  # divides every threshold exactly
 
@@ -214,18 +205,6 @@ def build_task_metrics(task):
         return [keras.metrics.MeanAbsoluteError(name=prefix + "mae")]
     return [keras.metrics.BinaryAccuracy(name=prefix + "accuracy",
                                          threshold=0.0)]
-
-
-def metric_results(metrics):
-    """Flattens metric results (scalars and dicts) into `{name: float}`."""
-    flat = {}
-    for metric in metrics:
-        result = metric.result()
-        if isinstance(result, dict):
-            flat.update({k: float(v) for k, v in result.items()})
-        else:
-            flat[metric.name] = float(result)
-    return flat
 
 
 def group_results(logs, task_names, prefix=""):

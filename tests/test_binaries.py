@@ -1,6 +1,5 @@
 """The binaries, driven through absl flags as a user would drive them."""
 
-import json
 import os
 import subprocess
 import sys
@@ -13,7 +12,6 @@ from absl.testing import flagsaver
 from ms_keras import common_flags
 from ms_keras import evaluate
 from ms_keras import finetune
-from ms_keras import train
 from tests.helpers import META_FLAGS
 from tests.helpers import read
 from tests.helpers import run_train

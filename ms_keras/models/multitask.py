@@ -4,7 +4,6 @@ import keras
 
 from ms_keras import tasks as tasks_lib
 from ms_keras.models.backbone import BACKBONES
-from ms_keras.models.backbone import OUTPUT_STRIDE
 from ms_keras.models.backbone import build_backbone
 from ms_keras.models.heads import DEFAULT_ASPP_RATES
 from ms_keras.models.heads import build_aspp_head
@@ -78,7 +77,3 @@ def head_of(model, task_name):
     """Returns the head sub-model serving `task_name`."""
     return model.get_layer(f"head_{task_name}")
 
-
-def feature_stride():
-    """Output stride of every backbone (features are 1/8 of the input)."""
-    return OUTPUT_STRIDE

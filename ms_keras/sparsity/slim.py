@@ -9,7 +9,6 @@ function. Heads are copied unchanged (the backbone output is never slimmed).
 """
 
 import keras
-import numpy as np
 
 from ms_keras.models import backbone_of
 from ms_keras.models.layers import ExactBatchNormalization

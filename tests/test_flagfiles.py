@@ -1,0 +1,47 @@
+"""Every flagfile in flags/ parses and describes a valid run."""
+
+import glob
+import os
+
+import pytest
+from absl.testing import flagsaver
+
+from ms_keras import common_flags
+from ms_keras import experiment_flags  # noqa: F401  (defines train's flags)
+from ms_keras import finetune  # noqa: F401  (defines finetune's flags)
+from ms_keras import train
+from ms_keras.training import run_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLAGFILES = sorted(glob.glob(os.path.join(REPO, "flags", "*.cfg")))
+
+
+@pytest.mark.parametrize("path", FLAGFILES, ids=os.path.basename)
+def test_flagfile_parses_into_a_valid_run(path, monkeypatch):
+    monkeypatch.chdir(REPO)  # flagfiles include flags/<dataset>_common.cfg
+    with flagsaver.flagsaver():
+        common_flags.parse_flags(["prog", f"--flagfile={path}",
+                                  "--model_dir=/tmp/unused"])
+        if os.path.basename(path).startswith("metatest_"):
+            assert common_flags.FLAGS["train_scope"].present
+            return
+        settings = common_flags.flag_values(train._FLAG_MODULES)
+        config = run_config.from_settings(settings)
+        assert config.mode in ("stl", "mtl", "meta")
+        if "meta_sparsity" in path:
+            assert config.mode == "meta" and config.sparsity == "channel"
+
+
+def test_every_paper_configuration_has_a_flagfile():
+    names = {os.path.basename(p) for p in FLAGFILES}
+    for dataset in ("nyu", "celeba"):
+        for kind in ("stl", "mtl", "fixed_stl", "fixed_mtl", "meta_baseline"):
+            assert f"{dataset}_{kind}.cfg" in names
+    for name in ("nyu_meta_sparsity_t123.cfg", "nyu_meta_sparsity_t234.cfg",
+                 "nyu_meta_sparsity_t1234.cfg",
+                 "celeba_meta_sparsity_t1_7.cfg",
+                 "celeba_meta_sparsity_t2_7.cfg",
+                 "celeba_meta_sparsity_t1237.cfg", "quickstart.cfg",
+                 "metatest_same_tasks.cfg", "metatest_new_task_head.cfg",
+                 "metatest_new_task_all.cfg"):
+        assert name in names

@@ -3,8 +3,10 @@
 import json
 import os
 
+import pytest
 from absl.testing import flagsaver
 
+from ms_keras import common_flags
 from ms_keras import train
 from tests.conftest import TINY_EXAMPLES
 
@@ -35,3 +37,14 @@ META_FLAGS = dict(mode="meta", sparsity="channel", meta_batch_size=2,
                   steps_per_epoch=3, tasks=["1", "2"])
 
 
+
+
+def assert_flag_error(program, argv, message, capsys):
+    """Parsing `argv` exits with 2 and one stderr line containing `message`."""
+    with flagsaver.flagsaver():
+        with pytest.raises(SystemExit) as exit_info:
+            common_flags.parse_flags([program, *argv])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2
+    assert message in err
+    assert len(err.splitlines()) == 1

@@ -12,6 +12,7 @@ from absl.testing import flagsaver
 
 from ms_keras import export
 from ms_keras import exporter
+from tests.helpers import assert_flag_error
 from tests.helpers import read
 
 
@@ -112,13 +113,7 @@ def test_bad_export_requests_fail_cleanly(meta_run, tmp_path, capsys,
     (["--tolerance=-1"], "--tolerance"),
 ])
 def test_bad_export_flags_give_one_line(argv, message, capsys):
-    from ms_keras import common_flags
-    with flagsaver.flagsaver():
-        with pytest.raises(SystemExit) as exit_info:
-            common_flags.parse_flags(["export", *argv])
-    err = capsys.readouterr().err.strip()
-    assert exit_info.value.code == 2
-    assert message in err and len(err.splitlines()) == 1
+    assert_flag_error("export", argv, message, capsys)
 
 
 def test_existing_output_dir_is_never_overwritten(meta_run, tmp_path,

@@ -1,6 +1,6 @@
 """Meta-testing: fine-tunes a finished run, keeping its sparsity pattern.
 
-`python -m ms_keras.finetune --from_dir=<run> --model_dir=<new run>`
+`python -m ms_keras.finetune --from_dir=<run> [--model_dir=<new run>]`
 
 The paper's three meta-testing settings (section 4):
 
@@ -13,79 +13,83 @@ The paper's three meta-testing settings (section 4):
     python -m ms_keras.finetune --from_dir=runs/meta_t123 --tasks=1,2,3,4 \
         --model_dir=runs/ft_all
 
-Data and model settings come from the source run's flags.json; the backbone
-and the heads of shared tasks start from its best weights, and every zero of
-its backbone stays zero. Writes the same artifacts as `train`.
+The config derives from the source run's (`config.for_finetuning`): data and
+model as there, the training-loop flags you give replace the source's; the
+backbone and the heads of shared tasks start from its best weights, and every
+zero of its backbone stays zero. Writes the same artifacts as `train`.
 """
 
 from ms_keras import quiet_tf  # noqa: F401  (must precede TensorFlow)
 
 import json
+import os
 
 from absl import app
 from absl import flags
 
-from ms_keras import common_flags
-from ms_keras import training_flags
-from ms_keras.training import run_config
+from ms_keras import config as config_lib
+from ms_keras import experiment
+from ms_keras import flags as ms_flags
 
-FROM_DIR = flags.DEFINE_string(
-    "from_dir", None, "The finished (meta-)training run to start from.")
-TRAIN_SCOPE = flags.DEFINE_enum(
-    "train_scope", "all", ["all", "new_heads"],
-    "all: train backbone and every head (sparsity pattern kept); new_heads: "
-    "train only the heads of tasks the source run did not have.")
-
-
-def _given_training_flags():
-    """Training-loop flags the user set (the rest come from the source)."""
-    values = common_flags.flag_values([training_flags.__name__])
-    values["tasks"] = common_flags.TASKS.value
-    flag = common_flags.FLAGS
-    given = {name: value for name, value in values.items()
-             if flag[name].present or value != flag[name].default}
-    given.pop("overwrite", None)
-    return given
+FLAGS = ms_flags.FLAGS
+ms_flags.define_run_flags()
+ms_flags.define_data_location_flags()
+ms_flags.define_training_flags()
+ms_flags.define_finetune_flags()
 
 
-def build_settings(from_dir, model_dir, data_dir, train_scope, verbose):
-    """Resolves the fine-tuning run's settings and checks them.
+def finetune_config(from_dir, model_dir, train_scope, tasks=None,
+                    training=None, data=None):
+    """The fine-tuning run's config, checked.
+
+    Args:
+        from_dir: the finished source run.
+        model_dir: the new run's directory (None: a new one under runs/).
+        train_scope: `all` or `new_heads`.
+        tasks: `--tasks` values, or None for the source's tasks.
+        training: training fields to replace.
+        data: data fields to replace (where the files are).
 
     Raises:
         ValueError: for an unusable source run, tasks outside its dataset, or
             `new_heads` without a new task.
     """
-    overrides = {**_given_training_flags(), "model_dir": model_dir,
-                 "data_dir": data_dir, "train_scope": train_scope,
-                 "verbose": verbose}
     try:
-        settings = run_config.finetune_settings(from_dir, overrides)
+        source = experiment.load_config(from_dir, require_finished=True)
     except ValueError as e:
         raise ValueError(f"--from_dir={e}") from None
-    config = run_config.from_settings(settings)
-    if train_scope == "new_heads":
-        source = run_config.from_settings(run_config.read_settings(from_dir))
-        new = [t for t in config.tasks if t not in source.tasks]
-        if not new:
-            raise ValueError(
-                f"--train_scope=new_heads: --tasks={','.join(config.tasks)} "
-                f"adds no task to the source run's "
-                f"({','.join(source.tasks)}).")
-    return settings, config
+    names = (None if tasks is None
+             else ms_flags.resolve_tasks(source.data.spec, tasks))
+    config = config_lib.for_finetuning(
+        source, model_dir or ms_flags.new_run_dir(source.data.dataset,
+                                                  "finetune"),
+        config_lib.TransferConfig(os.path.abspath(from_dir), train_scope),
+        tasks=names, training=training, data=data)
+    if train_scope == "new_heads" and not set(config.tasks) - set(
+            source.tasks):
+        raise ValueError(
+            f"--train_scope=new_heads: --tasks={','.join(config.tasks)} adds "
+            f"no task to the source run's ({','.join(source.tasks)}).")
+    return config
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    for name in ("from_dir", "model_dir"):
-        if not common_flags.FLAGS[name].value:
-            common_flags.fail(f"--{name} is required.")
-    metrics = training_flags.prepare_and_train(lambda: build_settings(
-        FROM_DIR.value, common_flags.MODEL_DIR.value,
-        common_flags.DATA_DIR.value, TRAIN_SCOPE.value,
-        common_flags.VERBOSE.value))
+    try:
+        config = finetune_config(
+            FLAGS.from_dir, FLAGS.model_dir, FLAGS.train_scope, FLAGS.tasks,
+            training=ms_flags.given(config_lib.TrainingConfig),
+            data={name: FLAGS[name].value for name in ("data_dir", "tfds_dir")
+                  if ms_flags.set_by_user(name)})
+        experiment.prepare(config, overwrite=FLAGS.overwrite)
+    except ValueError as e:
+        ms_flags.fail(e)
+    print(f"Run directory: {config.model_dir}", flush=True)
+    metrics = experiment.run(config)
     print(json.dumps({"test": metrics["test"]}, indent=2))
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=common_flags.parse_flags)
+    flags.mark_flag_as_required("from_dir")
+    app.run(main, flags_parser=ms_flags.parse)

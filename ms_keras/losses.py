@@ -13,6 +13,10 @@ from keras import ops
 from ms_keras import tasks as tasks_lib
 
 HU_ALPHA = 0.5  # offset inside the logarithms of Hu et al. (2019)
+# Every log term of the depth loss is shifted by -log(HU_ALPHA), its value at
+# zero error, so the loss is >= 0 (uncertainty weighting, Eq. 2, assumes
+# non-negative task losses) with the gradient unchanged.
+_LOG_FLOOR = float(np.log(HU_ALPHA))
 _SOBEL_X = np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]], np.float64)
 
 
@@ -53,7 +57,9 @@ def depth_loss(depth_true, depth_pred):
     `ln(|d - g| + a)` over valid pixels, plus `ln(|dx(d) - dx(g)| + a) +
     ln(|dy(d) - dy(g)| + a)` from Sobel gradients and `|1 - cos(n_d, n_g)|`
     with `n = (-dx, -dy, 1)`, both over pixels whose 3x3 neighbourhood is
-    valid; `a` = 0.5. Pixels with depth 0 carry no measurement.
+    valid; `a` = 0.5. Pixels with depth 0 carry no measurement. Each log term
+    is shifted by `-ln(a)`, so the loss is 0 for a perfect prediction and
+    never negative; the gradient is Hu et al.'s.
 
     Args:
         depth_true: `(batch, h, w, 1)` metres, 0 = invalid.
@@ -61,7 +67,8 @@ def depth_loss(depth_true, depth_pred):
     """
     depth_true = ops.cast(depth_true, depth_pred.dtype)
     valid = ops.cast(depth_true > tasks_lib.INVALID_DEPTH, depth_pred.dtype)
-    log_error = ops.log(ops.abs(depth_pred - depth_true) + HU_ALPHA)
+    log_error = ops.log(ops.abs(depth_pred - depth_true) + HU_ALPHA) - (
+        _LOG_FLOOR)
     loss_depth = masked_mean(log_error[..., 0], valid[..., 0])
     # A Sobel response is trustworthy only if all 9 pixels it reads are valid.
     ones = ops.ones((3, 3, 1, 1), depth_pred.dtype)
@@ -69,7 +76,8 @@ def depth_loss(depth_true, depth_pred):
     dx_pred, dy_pred = _sobel(depth_pred)
     dx_true, dy_true = _sobel(depth_true)
     grad_error = (ops.log(ops.abs(dx_pred - dx_true) + HU_ALPHA)
-                  + ops.log(ops.abs(dy_pred - dy_true) + HU_ALPHA))
+                  + ops.log(ops.abs(dy_pred - dy_true) + HU_ALPHA)
+                  - 2.0 * _LOG_FLOOR)
     loss_grad = masked_mean(grad_error, valid_patch)
     dot = dx_pred * dx_true + dy_pred * dy_true + 1.0
     norms = ops.sqrt((dx_pred ** 2 + dy_pred ** 2 + 1.0)
@@ -121,7 +129,9 @@ class UncertaintyWeighting(keras.layers.Layer):
     Combines per-task losses as `sum_i m_i * (l_i / (2 s_i^2) + log s_i)` with
     one learnable `log(s_i^2)` per task, stored as the weight `log_variances`.
     `m_i` masks the tasks that take part (all by default), so the same layer
-    serves every episode of a task set.
+    serves every episode of a task set. For a task loss `l > 0` the term is
+    bounded below by `(1 + log l) / 2` (at `s^2 = l`); every loss of
+    `LOSSES` is >= 0, so no weight can lower the total without limit.
 
     Args:
         num_tasks: number of tasks.
@@ -171,7 +181,14 @@ class EqualWeighting(keras.layers.Layer):
 
     def __init__(self, num_tasks, **kwargs):
         super().__init__(**kwargs)
+        if num_tasks < 1:
+            raise ValueError(
+                f"`num_tasks` must be >= 1. Received: num_tasks={num_tasks}")
         self.num_tasks = int(num_tasks)
+
+    def build(self, input_shape=None):
+        # No weights; called without a shape like UncertaintyWeighting.
+        self.built = True
 
     def call(self, losses, mask=None):
         if mask is not None:

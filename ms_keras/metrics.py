@@ -187,6 +187,43 @@ class NormalAngleHistogram(keras.metrics.Metric):
         return {"prefix": self.prefix, "name": self.name}
 
 
+# The paper's metric of each kind of task (Table 2) and whether higher is
+# better: model selection by delta_m and the report's "best" marks use it.
+PRIMARY_METRICS = {
+    tasks_lib.SEGMENTATION: ("miou", True),
+    tasks_lib.DEPTH: ("mae", False),
+    tasks_lib.NORMALS: ("cosine_similarity", True),
+    tasks_lib.EDGES: ("mae", False),
+    tasks_lib.ATTRIBUTE: ("accuracy", True),
+}
+
+
+def delta_m(results, reference, task_specs):
+    """Mean relative change (%) of the tasks' primary metrics against a
+    reference (Maninis et al. 2019): positive when better.
+
+    Args:
+        results: `{task: {metric: value}}` of the model.
+        reference: the same of the reference model.
+        task_specs: the tasks to compare (both must have them).
+
+    Raises:
+        ValueError: when the reference lacks a task's metric.
+    """
+    changes = []
+    for task in task_specs:
+        metric, higher_is_better = PRIMARY_METRICS[task.kind]
+        try:
+            base = float(reference[task.name][metric])
+        except KeyError:
+            raise ValueError(
+                f"The reference has no {task.name} {metric}.") from None
+        sign = 1.0 if higher_is_better else -1.0
+        changes.append(sign * (results[task.name][metric] - base)
+                       / abs(base))
+    return 100.0 * sum(changes) / len(changes)
+
+
 def build_task_metrics(task):
     """Returns the metrics of `task`, each named `<task>_<metric>`."""
     prefix = f"{task.name}_"

@@ -17,14 +17,26 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ms_keras.models import MultiTaskModel
+
 SAVED_MODEL_DIR = "saved_model"
 TFLITE_FILE = "model.tflite"
 TFLITE_DYNAMIC_RANGE_FILE = "model_dynamic_range.tflite"
 
 
+def image_shape(model):
+    """`(h, w, 3)` of the images a multi-task model or a backbone takes."""
+    if isinstance(model, MultiTaskModel):
+        return model.image_shape
+    return tuple(model.input.shape[1:])
+
+
 def write_saved_model(model, path):
     """Exports `model` with `model.export` (serving endpoint `serve`)."""
-    model.export(path, format="tf_saved_model", verbose=False)
+    signature = [tf.TensorSpec((None, *image_shape(model)), tf.float32,
+                               name="image")]
+    model.export(path, format="tf_saved_model", verbose=False,
+                 input_signature=signature)
 
 
 def tflite_bytes(model, batch_size=1, dynamic_range=False):
@@ -35,7 +47,7 @@ def tflite_bytes(model, batch_size=1, dynamic_range=False):
         batch_size: the flatbuffer's fixed batch size.
         dynamic_range: quantize weights to int8 (dynamic-range quantization).
     """
-    images = keras.Input(model.input.shape[1:], batch_size=batch_size,
+    images = keras.Input(image_shape(model), batch_size=batch_size,
                          name="image")
     fixed = keras.Model(images, model(images))
     converter = tf.lite.TFLiteConverter.from_keras_model(fixed)

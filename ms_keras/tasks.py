@@ -60,15 +60,6 @@ class TaskSpec:
         """True for pixel-level tasks (ASPP head), False for attributes."""
         return self.kind in DENSE_KINDS
 
-    @property
-    def invalid_value(self):
-        """Target value that marks a pixel as unlabelled, or None."""
-        return {
-            SEGMENTATION: IGNORE_LABEL,
-            DEPTH: INVALID_DEPTH,
-            NORMALS: "all-zero vector",
-        }.get(self.kind)
-
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:

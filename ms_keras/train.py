@@ -1,11 +1,13 @@
 """Trains a (sparse) multi-task model: `python -m ms_keras.train`.
 
-Example:
+Examples:
 
-    python -m ms_keras.train --flagfile=flags/quickstart.cfg --model_dir=/tmp/q
+    python -m ms_keras.train --flagfile=flags/quickstart.cfg
+    python -m ms_keras.train --dataset=nyu --tasks=1,2,3
 
-Writes flags.json, checkpoints, TensorBoard logs, model.keras and
-metrics.json (test metrics) into --model_dir.
+Writes config.json, checkpoints, TensorBoard logs, model.keras,
+sparsity_mask.npz and metrics.json (test metrics) into --model_dir (default:
+a new directory under runs/, printed at the start).
 """
 
 from ms_keras import quiet_tf  # noqa: F401  (must precede TensorFlow)
@@ -14,25 +16,29 @@ import json
 
 from absl import app
 
-from ms_keras import common_flags
-from ms_keras import experiment_flags
-from ms_keras import training_flags
-from ms_keras.training import run_config
+from ms_keras import experiment
+from ms_keras import flags as ms_flags
 
-_FLAG_MODULES = (common_flags.__name__, training_flags.__name__,
-                 experiment_flags.__name__)
+FLAGS = ms_flags.FLAGS
+ms_flags.define_run_flags()
+ms_flags.define_data_flags()
+ms_flags.define_model_flags()
+ms_flags.define_training_flags()
+ms_flags.define_experiment_flags()
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    if not common_flags.MODEL_DIR.value:
-        common_flags.fail("--model_dir is required.")
-    settings = common_flags.flag_values(_FLAG_MODULES)
-    metrics = training_flags.prepare_and_train(
-        lambda: (settings, run_config.from_settings(settings)))
+    try:
+        config = ms_flags.experiment_config()
+        experiment.prepare(config, overwrite=FLAGS.overwrite)
+    except ValueError as e:
+        ms_flags.fail(e)
+    print(f"Run directory: {config.model_dir}", flush=True)
+    metrics = experiment.run(config)
     print(json.dumps({"test": metrics["test"]}, indent=2))
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=common_flags.parse_flags)
+    app.run(main, flags_parser=ms_flags.parse)

@@ -14,7 +14,7 @@ flags.FLAGS.mark_as_parsed()
 
 # Small enough for a 2-core CPU, large enough for every code path.
 TINY_IMAGE = (32, 32)
-TINY_EXAMPLES = ("24", "8", "8")
+TINY_EXAMPLES = (24, 8, 8)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import os
 import pytest
 from absl.testing import flagsaver
 
-from ms_keras import common_flags
+from ms_keras import flags as ms_flags
 from ms_keras import train
 from tests.conftest import TINY_EXAMPLES
 
@@ -14,9 +14,9 @@ from tests.conftest import TINY_EXAMPLES
 def tiny_flags(tfds_dir, model_dir, **overrides):
     values = dict(
         dataset="synthetic_nyu", tasks=["1", "2", "3", "4"],
-        image_size=["32", "32"], synthetic_examples=list(TINY_EXAMPLES),
-        backbone="resnet_tiny", aspp_rates=["1", "2"], batch_size=4,
-        epochs=1, steps_per_epoch=2, validation_steps=1, data_dir=tfds_dir,
+        image_size=[32, 32], synthetic_examples=list(TINY_EXAMPLES),
+        backbone="resnet_tiny", aspp_rates=[1, 2], batch_size=4,
+        epochs=1, steps_per_epoch=2, validation_steps=1, tfds_dir=tfds_dir,
         model_dir=model_dir, verbose=0)
     values.update(overrides)
     return values
@@ -37,13 +37,11 @@ META_FLAGS = dict(mode="meta", sparsity="channel", meta_batch_size=2,
                   steps_per_epoch=3, tasks=["1", "2"])
 
 
-
-
 def assert_flag_error(program, argv, message, capsys):
     """Parsing `argv` exits with 2 and one stderr line containing `message`."""
     with flagsaver.flagsaver():
         with pytest.raises(SystemExit) as exit_info:
-            common_flags.parse_flags([program, *argv])
+            ms_flags.parse([program, *argv])
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2
     assert message in err

@@ -4,12 +4,14 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 from absl import flags
 from absl.testing import flagsaver
 
 from ms_keras import evaluate
+from ms_keras import experiment
 from ms_keras import finetune
 from tests.helpers import META_FLAGS
 from tests.helpers import assert_flag_error
@@ -34,7 +36,7 @@ def test_train_writes_every_artifact(tfds_dir, tmp_path, dataset, tasks_flag,
     run_train(tfds_dir, model_dir, dataset=dataset, tasks=tasks_flag,
               mode=mode)
     names = set(os.listdir(model_dir))
-    assert {"flags.json", "metrics.json", "model.keras", "checkpoints",
+    assert {"config.json", "metrics.json", "model.keras", "checkpoints",
             "train", "validation"} <= names
     assert os.listdir(os.path.join(model_dir, "train"))
     metrics = read(model_dir, "metrics.json")
@@ -44,8 +46,8 @@ def test_train_writes_every_artifact(tfds_dir, tmp_path, dataset, tasks_flag,
         assert isinstance(metrics["test"][task][metric], float)
     assert metrics["sparsity"]["parameter_percent"] == 0.0
     assert metrics["lambda"] is None
-    recorded = read(model_dir, "flags.json")
-    assert recorded["dataset"] == dataset and recorded["mode"] == mode
+    recorded = read(model_dir, "config.json")
+    assert recorded["data"]["dataset"] == dataset and recorded["mode"] == mode
 
 
 def test_evaluate_reproduces_the_test_metrics(tfds_dir, tmp_path):
@@ -59,9 +61,7 @@ def test_evaluate_reproduces_the_test_metrics(tfds_dir, tmp_path):
         trained["depth"]["mae"], rel=1e-5)
 
 
-def test_unfinished_run_resumes_and_finished_run_is_protected(tfds_dir,
-                                                              tmp_path,
-                                                              capsys):
+def test_finished_run_is_protected(tfds_dir, tmp_path, capsys):
     model_dir = str(tmp_path / "run")
     run_train(tfds_dir, model_dir, tasks=["2"])
     before = read(model_dir, "metrics.json")
@@ -72,18 +72,76 @@ def test_unfinished_run_resumes_and_finished_run_is_protected(tfds_dir,
     assert read(model_dir, "metrics.json") == before
 
 
+class _StopAfterEpochs(keras.callbacks.Callback):
+    """Interrupts training like a crash after `epochs` epochs."""
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epochs:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_run_resumes_where_it_stopped(tfds_dir, tmp_path,
+                                                  monkeypatch):
+    model_dir = str(tmp_path / "run")
+    original = experiment._callbacks
+    monkeypatch.setattr(experiment, "_callbacks", lambda config, trainer: [
+        *original(config, trainer), _StopAfterEpochs(2)])
+    with pytest.raises(KeyboardInterrupt):
+        run_train(tfds_dir, model_dir, tasks=["2"], epochs=4,
+                  early_stopping_patience=0)
+    assert not os.path.exists(os.path.join(model_dir, "metrics.json"))
+    monkeypatch.setattr(experiment, "_callbacks", original)
+    run_train(tfds_dir, model_dir, tasks=["2"], epochs=4,
+              early_stopping_patience=0)
+    metrics = read(model_dir, "metrics.json")
+    # Only the two epochs that were missing ran in the resumed process.
+    assert metrics["epochs_trained"] == 2
+    assert len(metrics["history"]["loss"]) == 2
+
+
+def test_overwrite_removes_the_old_results_first(tfds_dir, tmp_path):
+    model_dir = tmp_path / "run"
+    run_train(tfds_dir, str(model_dir), tasks=["2"])
+    (model_dir / "evaluation_test.json").write_text("{}")
+    stale = model_dir / "train" / "stale.txt"
+    stale.write_text("old")
+    run_train(tfds_dir, str(model_dir), tasks=["3"], overwrite=True)
+    assert not stale.exists()
+    assert read(str(model_dir), "config.json")["tasks"] == ["normals"]
+    assert set(read(str(model_dir), "metrics.json")["test"]) == {
+        "normals", "loss"}
+
+
+def test_old_run_directories_get_one_line_saying_how_to_rerun(tfds_dir,
+                                                              tmp_path,
+                                                              capsys):
+    model_dir = tmp_path / "old"
+    model_dir.mkdir()
+    (model_dir / "flags.json").write_text('{"mode": "mtl"}')
+    with pytest.raises(SystemExit):
+        with flagsaver.flagsaver(model_dir=str(model_dir), verbose=0):
+            evaluate.main(["evaluate"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ms_keras 0.1 (flags.json" in err[0]
+    assert "re-run its training command" in err[0]
+
+
 def test_model_dir_of_another_experiment_is_refused(tfds_dir, tmp_path,
                                                     capsys):
     model_dir = str(tmp_path / "run")
     run_train(tfds_dir, model_dir, tasks=["2"])
-    flags_before = read(model_dir, "flags.json")
+    config_before = read(model_dir, "config.json")
     with pytest.raises(SystemExit) as exit_info:
         run_train(tfds_dir, model_dir, tasks=["3"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 1
     assert "holds a different experiment" in err and "tasks" in err
     assert len(err.strip().splitlines()) == 1
-    assert read(model_dir, "flags.json") == flags_before
+    assert read(model_dir, "config.json") == config_before
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -127,8 +185,9 @@ def test_missing_real_data_dir_fails_before_any_work(tmp_path):
         capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     err = result.stderr.strip().splitlines()
-    assert err == ["train.py: error: --data_dir=/no/such/dir: no such "
-                   "directory (dataset 'nyu' is read from the user's files)."]
+    assert len(err) == 1 and err[0].startswith(
+        "train.py: error: --data_dir=/no/such/dir: no such directory. Put "
+        "NYUv2 into")
     assert not model_dir.exists()
 
 
@@ -202,9 +261,10 @@ def test_fixed_lambda_mtl_and_meta_baseline(tfds_dir, tmp_path):
     (["--mode=mtl", "--inner_steps=3"], "--inner_steps applies to --mode=meta"),
     (["--mode=meta", "--inner_clip_norm=-1"], "--inner_clip_norm"),
     (["--mode=mtl", "--inner_clip_norm=5"], "--inner_clip_norm applies to"),
-    (["--mode=mtl", "--sparsity=channel"], "needs --lam > 0"),
+    (["--mode=mtl", "--sparsity=channel"], "needs a fixed --lam > 0"),
     (["--mode=meta", "--sparsity=none", "--lambda_init=0.5"],
-     "--lambda_init needs --sparsity=channel or unstructured"),
+     "--lambda_init applies to --mode=meta with --sparsity=channel or "
+     "unstructured"),
     (["--mode=meta", "--sparsity=channel", "--regrow_prob=1.5"],
      "--regrow_prob=1.5"),
     (["--mode=meta", "--inner_steps=0"], "--inner_steps=0"),
@@ -247,24 +307,25 @@ def test_finetune_same_tasks_keeps_the_sparsity_pattern(meta_run, tmp_path):
     assert metrics["init_from"]["tasks"] == ["depth", "segmentation"]
     assert metrics["sparsity"]["parameter_percent"] >= read(
         meta_run, "metrics.json")["sparsity"]["parameter_percent"]
-    settings = read(model_dir, "flags.json")
-    assert settings["mode"] == "mtl" and settings["sparsity"] == "none"
+    settings = read(model_dir, "config.json")
+    assert settings["mode"] == "mtl" and settings["sparsity"] is None
+    assert settings["transfer"]["from_dir"] == os.path.abspath(meta_run)
     # evaluate works on a fine-tuned run like on any other.
     with flagsaver.flagsaver(model_dir=model_dir, verbose=0, split="test"):
         evaluate.main(["evaluate"])
 
 
 def test_finetune_new_heads_trains_only_the_new_head(meta_run, tmp_path):
-    import keras
     model_dir = str(tmp_path / "ft_new")
     run_finetune(meta_run, model_dir, tasks=["1", "2", "4"],
                  train_scope="new_heads", learning_rate=0.05)
     source = keras.saving.load_model(os.path.join(meta_run, "model.keras"))
     tuned = keras.saving.load_model(os.path.join(model_dir, "model.keras"))
-    for name in ("backbone", "head_depth"):
-        for a, b in zip(source.get_layer(name).get_weights(),
-                        tuned.get_layer(name).get_weights()):
-            np.testing.assert_array_equal(a, b)
+    for a, b in zip(source.backbone.get_weights() +
+                    source.heads["depth"].get_weights(),
+                    tuned.backbone.get_weights() +
+                    tuned.heads["depth"].get_weights()):
+        np.testing.assert_array_equal(a, b)
     assert "edges" in read(model_dir, "metrics.json")["test"]
 
 

@@ -1,32 +1,92 @@
+"""The experiment config and the trainer it builds."""
+
+import dataclasses
+
 import keras
+import numpy as np
 import pytest
 
+from ms_keras import config as config_lib
 from ms_keras import data as data_lib
-from ms_keras.meta.trainer import MetaSparsityTrainer
-from ms_keras.training import config as config_lib
-from ms_keras.training import experiment
+from ms_keras import experiment
+from ms_keras.trainers.meta_sparsity import MetaSparsityTrainer
 
 
-def make_config(tmp_path, **overrides):
+def make_config(tmp_path, training=None, sparsity=None, meta=None,
+                **overrides):
     data = data_lib.DataConfig(dataset="synthetic_nyu", image_size=(16, 16))
-    values = dict(data=data, tasks=("depth",), model_dir=str(tmp_path),
-                  aspp_rates=(1,))
+    values = dict(
+        data=data, tasks=("depth",), model_dir=str(tmp_path),
+        model=config_lib.ModelConfig(aspp_rates=(1,)),
+        training=config_lib.TrainingConfig(**(training or {})),
+        sparsity=None if sparsity is None
+        else config_lib.SparsityConfig(**sparsity),
+        meta=None if meta is None else config_lib.MetaConfig(**meta))
     values.update(overrides)
     return config_lib.ExperimentConfig(**values)
 
 
-def test_jit_compile_reaches_the_trainer(tmp_path):
-    assert experiment.build_trainer(
-        make_config(tmp_path, jit_compile=True)).jit_compile is True
-    assert experiment.build_trainer(
-        make_config(tmp_path)).jit_compile is False
+def test_config_round_trips_through_its_dict(tmp_path):
+    config = make_config(tmp_path, mode="meta", sparsity={"kind": "channel"},
+                         meta={"inner_steps": 2, "lambda_init": 0.3})
+    payload = config_lib.to_dict(config)
+    assert payload["version"] == config_lib.CONFIG_VERSION
+    assert config_lib.from_dict(payload) == config
+    assert config_lib.from_dict(payload).identity() == config.identity()
+
+
+def test_run_control_fields_are_not_identity(tmp_path):
+    config = make_config(tmp_path)
+    moved = config.replace(
+        model_dir="/elsewhere",
+        training=dataclasses.replace(config.training, verbose=0,
+                                     jit_compile=True),
+        data=dataclasses.replace(config.data, tfds_dir="/x"))
+    assert moved.identity() == config.identity()
+    other = config.replace(training=dataclasses.replace(config.training,
+                                                        seed=3))
+    assert other.identity() != config.identity()
+
+
+def test_another_version_is_refused(tmp_path):
+    payload = config_lib.to_dict(make_config(tmp_path))
+    payload["version"] = 0
+    with pytest.raises(ValueError, match="config version 0"):
+        config_lib.from_dict(payload)
+
+
+def _xla_must_compile_flags(trainer):
+    """`_XlaMustCompile` of every call in the traced train function."""
+    traced = [cell.cell_contents for cell in trainer.train_function.__closure__
+              if hasattr(cell.cell_contents, "_list_all_concrete_functions")]
+    found = []
+    for function in traced:
+        for concrete in function._list_all_concrete_functions():
+            for op in concrete.graph.get_operations():
+                try:
+                    found.append(op.get_attr("_XlaMustCompile"))
+                except ValueError:
+                    pass
+    return found
+
+
+@pytest.mark.parametrize("jit", [True, False])
+def test_jit_compile_decides_whether_the_step_is_xla_compiled(tmp_path, jit):
+    trainer = experiment.build_trainer(
+        make_config(tmp_path, training={"jit_compile": jit}))
+    images = np.zeros((2, 16, 16, 3), np.float32)
+    targets = {"depth": np.ones((2, 16, 16, 1), np.float32)}
+    trainer.fit(images, targets, epochs=1, batch_size=2, verbose=0)
+    assert _xla_must_compile_flags(trainer) == [jit]
 
 
 def test_meta_config_builds_a_meta_trainer_with_its_settings(tmp_path):
     trainer = experiment.build_trainer(make_config(
-        tmp_path, mode="meta", sparsity="channel", inner_steps=2,
-        inner_lr=0.03, first_order=True, lambda_init=0.25, lambda_lr=1e-4,
-        clip_norm=2.0, inner_clip_norm=3.0, regrow_prob=0.1))
+        tmp_path, mode="meta", sparsity={"kind": "channel"},
+        training={"clip_norm": 2.0},
+        meta=dict(inner_steps=2, inner_lr=0.03, first_order=True,
+                  lambda_init=0.25, lambda_lr=1e-4, inner_clip_norm=3.0,
+                  regrow_prob=0.1)))
     assert isinstance(trainer, MetaSparsityTrainer)
     assert (trainer.inner_steps, trainer.inner_lr, trainer.first_order) == (
         2, 0.03, True)
@@ -39,17 +99,23 @@ def test_meta_config_builds_a_meta_trainer_with_its_settings(tmp_path):
 
 def test_fixed_lambda_is_not_trainable(tmp_path):
     trainer = experiment.build_trainer(make_config(
-        tmp_path, mode="mtl", sparsity="channel", lam=1e-4))
+        tmp_path, sparsity={"kind": "channel", "lam": 1e-4}))
     assert not trainer.lam.learnable
     assert all("raw" not in v.path for v in trainer.trainable_variables)
 
 
 @pytest.mark.parametrize("overrides,message", [
     (dict(mode="stl", tasks=("depth", "normals")), "--mode=stl trains one"),
-    (dict(mode="mtl", sparsity="channel"), "needs a fixed --lam > 0"),
-    (dict(regrow_prob=2.0), "--regrow_prob=2.0"),
-    (dict(train_scope="new_heads"), "needs a run to start from"),
-    (dict(mode="meta", episode_sampler="size<=3"), "k must be in 1-1"),
+    (dict(sparsity={"kind": "channel"}), "needs a fixed --lam > 0"),
+    (dict(mode="meta", sparsity={"kind": "channel", "lam": 0.1},
+          meta={}), "--lam fixes lambda"),
+    (dict(mode="meta"), "meta settings are missing"),
+    (dict(meta={}), "meta settings are given"),
+    (dict(mode="meta", meta={"regrow_prob": 2.0}), "--regrow_prob=2.0"),
+    (dict(mode="meta", meta={"episode_sampler": "size<=3"}),
+     "k must be in 1-1"),
+    (dict(tasks=("colour",)), "Unknown task 'colour'"),
+    (dict(model=None), "`model` must be a ModelConfig"),
 ])
 def test_invalid_configs_are_refused(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):

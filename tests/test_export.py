@@ -11,7 +11,6 @@ import pytest
 from absl.testing import flagsaver
 
 from ms_keras import export
-from ms_keras import exporter
 from tests.helpers import assert_flag_error
 from tests.helpers import read
 
@@ -82,8 +81,8 @@ def test_failed_verification_writes_nothing(meta_run, tmp_path):
     images = np.random.default_rng(0).uniform(size=(8, 32, 32, 3)).astype(
         np.float32)
     output_dir = tmp_path / "out"
-    with pytest.raises(exporter.VerificationError, match="nothing was"):
-        exporter.export_run(network, images, str(output_dir),
+    with pytest.raises(export.VerificationError, match="nothing was"):
+        export.export_run(network, images, str(output_dir),
                             formats=("saved_model",), tolerance=-1.0,
                             repeats=1)
     assert os.listdir(tmp_path) == []
@@ -126,6 +125,12 @@ def test_existing_output_dir_is_never_overwritten(meta_run, tmp_path,
     assert (tmp_path / "o" / "keep.txt").read_text() == "mine"
 
 
-def test_report_is_plain_json(exported):
+def test_report_records_the_request_and_positive_latencies(exported):
     with open(os.path.join(exported, "export_report.json")) as f:
-        json.load(f)
+        report = json.load(f)
+    assert report["formats"] == ["saved_model", "tflite"]
+    assert report["tolerance"] == 1e-4 and report["verified_on_images"] == 8
+    for fmt, table in report["latency_ms"].items():
+        for which in ("dense", "slim"):
+            values = list(table[which].values())
+            assert values and all(np.isfinite(v) and v > 0 for v in values)

@@ -6,11 +6,9 @@ import os
 import pytest
 from absl.testing import flagsaver
 
-from ms_keras import common_flags
-from ms_keras import experiment_flags  # noqa: F401  (defines train's flags)
 from ms_keras import finetune  # noqa: F401  (defines finetune's flags)
-from ms_keras import train
-from ms_keras.training import run_config
+from ms_keras import flags as ms_flags
+from ms_keras import train  # noqa: F401  (defines train's flags)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGFILES = sorted(glob.glob(os.path.join(REPO, "flags", "*.cfg")))
@@ -20,16 +18,15 @@ FLAGFILES = sorted(glob.glob(os.path.join(REPO, "flags", "*.cfg")))
 def test_flagfile_parses_into_a_valid_run(path, monkeypatch):
     monkeypatch.chdir(REPO)  # flagfiles include flags/<dataset>_common.cfg
     with flagsaver.flagsaver():
-        common_flags.parse_flags(["prog", f"--flagfile={path}",
-                                  "--model_dir=/tmp/unused"])
+        ms_flags.parse(["prog", f"--flagfile={path}",
+                        "--model_dir=/tmp/unused"])
         if os.path.basename(path).startswith("metatest_"):
-            assert common_flags.FLAGS["train_scope"].present
+            assert ms_flags.FLAGS["train_scope"].present
             return
-        settings = common_flags.flag_values(train._FLAG_MODULES)
-        config = run_config.from_settings(settings)
+        config = ms_flags.experiment_config()
         assert config.mode in ("stl", "mtl", "meta")
         if "meta_sparsity" in path:
-            assert config.mode == "meta" and config.sparsity == "channel"
+            assert config.mode == "meta" and config.sparsity.kind == "channel"
 
 
 def test_every_paper_configuration_has_a_flagfile():

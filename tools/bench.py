@@ -50,10 +50,10 @@ def _measure(inner_steps, order):
     import tensorflow as tf
 
     from ms_keras import tasks as tasks_lib
-    from ms_keras.meta.trainer import MetaSparsityTrainer
+    from ms_keras.trainers.meta_sparsity import MetaSparsityTrainer
     from ms_keras.models import build_multitask_model
-    from ms_keras.sparsity.callbacks import ProximalGroupLasso
     from ms_keras.sparsity.lam import SparsityStrength
+    from ms_keras.sparsity.proximal import OuterProx
 
     keras.utils.set_random_seed(0)
     size = tuple(int(v) for v in _IMAGE_SIZE.value)
@@ -62,13 +62,11 @@ def _measure(inner_steps, order):
     network = build_multitask_model(dataset, specs, _BACKBONE.value, size,
                                     aspp_rates=(2, 4, 6))
     trainer = MetaSparsityTrainer(
-        network, specs, lam=SparsityStrength(0.5), inner_steps=inner_steps,
+        network, specs, lam=SparsityStrength(0.5),
+        prox=OuterProx(network.backbone), inner_steps=inner_steps,
         first_order=(order == "first"))
     trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
     trainer(np.zeros((1, *size, 3), np.float32))
-    prox = ProximalGroupLasso()
-    prox.set_model(trainer)
-    prox.on_train_begin()
 
     rng = np.random.default_rng(0)
     batch = (1, _BATCH_SIZE.value, *size)
@@ -92,7 +90,6 @@ def _measure(inner_steps, order):
     for i in range(_WARMUP.value + _STEPS.value):
         start = time.perf_counter()
         logs = step(data)
-        prox.on_train_batch_end(i)
         float(logs["loss"])  # wait for the step
         if i >= _WARMUP.value:
             times.append(1000 * (time.perf_counter() - start))

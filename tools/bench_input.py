@@ -1,7 +1,7 @@
 """Measures data preparation and the training input pipeline; prints JSON.
 
     python tools/bench_input.py --dataset=nyu --data_dir=<files> --image_size=256,256
-    python tools/bench_input.py --dataset=synthetic_nyu --data_dir=/tmp/tfds \
+    python tools/bench_input.py --dataset=synthetic_nyu --tfds_dir=/tmp/tfds \
         --image_size=256,256 --synthetic_examples=300,20,20
 
 Reports the preparation rate (examples/s, when this call prepared the data),
@@ -16,14 +16,19 @@ import statistics
 import sys
 import time
 
-from absl import app
-from absl import flags
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
+from ms_keras import quiet_tf  # noqa: E402,F401  (must precede TensorFlow)
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
 _DATASET = flags.DEFINE_string("dataset", "synthetic_nyu", "Dataset.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Data directory.")
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", None, "Your files of a real dataset (default: the TFDS "
+    "manual-download place).")
+_TFDS_DIR = flags.DEFINE_string("tfds_dir", None, "TFDS data directory.")
 _IMAGE_SIZE = flags.DEFINE_list("image_size", ["256", "256"], "height,width.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Batch size.")
 _BATCHES = flags.DEFINE_integer("batches", 50, "Batches per pass.")
@@ -35,13 +40,12 @@ _EXAMPLES = flags.DEFINE_list("synthetic_examples", ["300", "20", "20"],
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    from ms_keras import quiet_tf  # noqa: F401
-
-    from ms_keras import data as data_lib
+    from ms_keras import data as data_lib  # noqa: PLC0415
 
     size = tuple(int(v) for v in _IMAGE_SIZE.value)
     config = data_lib.DataConfig(
         dataset=_DATASET.value, image_size=size, data_dir=_DATA_DIR.value,
+        tfds_dir=_TFDS_DIR.value,
         segmentation_classes=data_lib.segmentation_classes(
             _DATASET.value, _DATA_DIR.value, None),
         synthetic_examples=tuple(int(v) for v in _EXAMPLES.value))

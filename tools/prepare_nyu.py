@@ -9,11 +9,13 @@ directory appears only when complete.
 import os
 import sys
 
-from absl import app
-from absl import flags
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
+
+from ms_keras import quiet_tf  # noqa: E402,F401  (must precede TensorFlow)
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
 
 from ms_keras.data import nyu_official  # noqa: E402
 
@@ -28,9 +30,6 @@ _CLASSES = flags.DEFINE_enum("classes", "40", ["40", "13"],
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    for flag in (_SOURCE, _OUTPUT_DIR):
-        if not flag.value:
-            sys.exit(f"prepare_nyu.py: error: --{flag.name} is required.")
     try:
         nyu_official.convert(_SOURCE.value, _OUTPUT_DIR.value,
                              int(_CLASSES.value))
@@ -39,4 +38,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    flags.mark_flags_as_required(["source", "output_dir"])
     app.run(main)

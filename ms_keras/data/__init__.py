@@ -20,14 +20,34 @@ from ms_keras.data import pipeline
 from ms_keras.data import real_builders
 from ms_keras.data import synthetic_builders
 
-# Where the prepared TFRecords of a real dataset go, inside --data_dir.
-PREPARED_SUBDIR = "ms_keras_prepared"
-
 DEFAULT_SYNTHETIC_EXAMPLES = (1000, 200, 200)
 # Decoded splits smaller than this are kept in memory after the first pass.
 CACHE_BYTES = 2 * 2 ** 30
 # float32 image and normals, int32 labels, depth and edges.
 _DECODED_BYTES_PER_PIXEL = 4 * (3 + 3 + 1 + 1 + 1)
+
+TFDS_DIR_ENV = "TFDS_DATA_DIR"  # TFDS' own variable for its data directory
+_REAL_BUILDERS = {"nyu": real_builders.NyuDepthV2Files,
+                  "celeba": real_builders.CelebaMaskHqFiles}
+
+
+def tfds_root(tfds_dir=None):
+    """Where TFDS keeps prepared data: `tfds_dir`, else `$TFDS_DATA_DIR`,
+    else `~/tensorflow_datasets` (TFDS' own default)."""
+    return os.path.expanduser(
+        tfds_dir or os.environ.get(TFDS_DIR_ENV, "~/tensorflow_datasets"))
+
+
+def default_data_dir(dataset, tfds_dir=None):
+    """The TFDS manual-download place of a real dataset's files:
+    `<tfds root>/downloads/manual/<dataset>`."""
+    return os.path.join(tfds_root(tfds_dir), "downloads", "manual", dataset)
+
+
+def manual_instructions(dataset):
+    """What to download and where to put it (the builder's instructions)."""
+    return " ".join(_REAL_BUILDERS[dataset].MANUAL_DOWNLOAD_INSTRUCTIONS
+                    .split())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,10 +56,10 @@ class DataConfig:
 
     Attributes:
         dataset: dataset name (`tasks.DATASET_NAMES`).
-        image_size: `(height, width)` fed to the model.
-        data_dir: TFDS data directory for the synthetic datasets (None: the
-            TFDS default), or the directory holding the user's files for a
-            real dataset.
+        image_size: `(height, width)` fed to the model, multiples of 8.
+        data_dir: the directory holding the user's files of a real dataset
+            (None for the synthetic datasets).
+        tfds_dir: where TFDS keeps prepared examples (None: TFDS' default).
         segmentation_classes: overrides the dataset's class count (e.g. 3 for
             the CelebA background/hair/skin merge).
         synthetic_examples: `(train, validation, test)` sizes of a synthetic
@@ -50,16 +70,49 @@ class DataConfig:
 
     dataset: str
     image_size: tuple
-    data_dir: str = None
+    data_dir: str = dataclasses.field(default=None,
+                                      metadata={"run_control": True})
+    tfds_dir: str = dataclasses.field(default=None,
+                                      metadata={"run_control": True})
     segmentation_classes: int = None
     synthetic_examples: tuple = DEFAULT_SYNTHETIC_EXAMPLES
     synthetic_seed: int = 0
     synthetic_holes: bool = True
 
+    def __post_init__(self):
+        for name in ("image_size", "synthetic_examples"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.dataset not in tasks_lib.DATASET_NAMES:
+            raise ValueError(
+                f"--dataset={self.dataset}: expected one of "
+                f"{', '.join(tasks_lib.DATASET_NAMES)}.")
+        size = self.image_size
+        if len(size) != 2 or min(size) <= 0 or any(s % 8 for s in size):
+            raise ValueError(
+                f"--image_size={','.join(map(str, size))}: expected "
+                "height,width, two positive multiples of 8.")
+        counts = self.synthetic_examples
+        if len(counts) != 3 or min(counts) <= 0:
+            raise ValueError(
+                f"--synthetic_examples={','.join(map(str, counts))}: expected "
+                "train,validation,test, three positive counts.")
+        synthetic = self.spec.synthetic  # also checks segmentation_classes
+        if synthetic and self.data_dir:
+            raise ValueError(
+                f"--data_dir={self.data_dir}: dataset '{self.dataset}' is "
+                "generated, not read from files (its examples go to "
+                "--tfds_dir).")
+
     @property
     def spec(self):
         """The DatasetSpec (tasks) of this configuration."""
         return tasks_lib.get_dataset(self.dataset, self.segmentation_classes)
+
+    @property
+    def files_dir(self):
+        """The directory of a real dataset's files: `data_dir`, else the TFDS
+        manual-download place (`default_data_dir`)."""
+        return self.data_dir or default_data_dir(self.dataset, self.tfds_dir)
 
 
 def check_data_dir(config):
@@ -72,26 +125,22 @@ def check_data_dir(config):
     """
     if config.spec.synthetic:
         return
-    if not config.data_dir:
+    files = config.files_dir
+    if not os.path.isdir(files):
         raise ValueError(
-            f"Dataset '{config.dataset}' is read from your own files: pass "
-            "--data_dir=<directory holding them>.")
-    if not os.path.isdir(config.data_dir):
-        raise ValueError(
-            f"--data_dir={config.data_dir}: no such directory (dataset "
-            f"'{config.dataset}' is read from the user's files).")
+            f"--data_dir={files}: no such directory. "
+            f"{manual_instructions(config.dataset)}")
     if config.dataset == "nyu":
-        layout = nyu.detect_layout(config.data_dir)
+        layout = nyu.detect_layout(files)
         classes = config.spec.tasks[0].output_channels
         if classes != nyu.default_classes(layout) and (
                 layout == nyu.MTAN or classes not in (13, 40)):
             raise ValueError(
                 f"--segmentation_classes={classes}: the {layout} layout in "
-                f"{config.data_dir} has {nyu.default_classes(layout)} "
-                "classes.")
-        nyu.list_examples(config.data_dir, layout)
+                f"{files} has {nyu.default_classes(layout)} classes.")
+        nyu.list_examples(files, layout)
     else:
-        celeba.list_examples(config.data_dir)
+        celeba.list_examples(files)
 
 
 def segmentation_classes(dataset, data_dir, requested):
@@ -110,17 +159,16 @@ def segmentation_classes(dataset, data_dir, requested):
 
 
 def _real_builder(config):
-    if config.dataset == "nyu":
-        layout = nyu.detect_layout(config.data_dir)
-        cls = real_builders.NyuDepthV2Files
-    else:
-        layout = "official"
-        cls = real_builders.CelebaMaskHqFiles
+    files = config.files_dir
+    layout = (nyu.detect_layout(files) if config.dataset == "nyu"
+              else "official")
     height, width = config.image_size
-    result = cls(config=real_builders.make_config(layout, height, width),
-                 data_dir=os.path.join(config.data_dir, PREPARED_SUBDIR))
-    _prepare_quietly(result, tfds.download.DownloadConfig(
-        manual_dir=config.data_dir))
+    # The user's files stay read-only: prepared TFRecords go where TFDS
+    # keeps its data, keyed by the source directory and the settings.
+    result = _REAL_BUILDERS[config.dataset](
+        config=real_builders.make_config(layout, height, width, files),
+        data_dir=tfds_root(config.tfds_dir))
+    _prepare_quietly(result, tfds.download.DownloadConfig(manual_dir=files))
     return result
 
 
@@ -156,12 +204,13 @@ def builder(config):
         height, width, train, validation, test, config.synthetic_seed,
         config.synthetic_holes)
     cls = synthetic_builders.BUILDERS[config.dataset]
-    result = cls(config=builder_config, data_dir=config.data_dir)
+    result = cls(config=builder_config, data_dir=tfds_root(config.tfds_dir))
     _prepare_quietly(result)
     return result
 
 
-def load(config, task_specs, split, batch_size, training, seed=0):
+def load(config, task_specs, split, batch_size, training, seed=0,
+         stream=pipeline.TRAIN_STREAM):
     """Batches of `(image, targets)` for one split.
 
     Args:
@@ -172,6 +221,8 @@ def load(config, task_specs, split, batch_size, training, seed=0):
         batch_size: examples per batch.
         training: shuffle, augment and repeat forever; else one ordered pass.
         seed: seed of shuffling and augmentation.
+        stream: the stream of random draws (`pipeline.*_STREAM`); support
+            and query batches of one seed use different streams.
     """
     prepared = builder(config)
     examples = prepared.as_dataset(split=split, shuffle_files=training)
@@ -179,7 +230,7 @@ def load(config, task_specs, split, batch_size, training, seed=0):
     height, width = config.image_size
     return pipeline.make_batches(
         examples, config.spec, task_specs, config.image_size, batch_size,
-        training, seed=seed,
+        training, seed=seed, stream=stream,
         cache=count * height * width * _DECODED_BYTES_PER_PIXEL < CACHE_BYTES)
 
 

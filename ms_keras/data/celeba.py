@@ -91,7 +91,7 @@ def list_examples(data_dir):
     """
     if not os.path.isdir(data_dir):
         _fail(data_dir, "no such directory.")
-    entries = set(os.listdir(data_dir)) - {"ms_keras_prepared"}
+    entries = set(os.listdir(data_dir))
     if not entries:
         _fail(data_dir, f"the directory is empty; expected {IMAGES}/, "
               f"{MASKS}/, {ATTRIBUTES} and {MAPPING}.")

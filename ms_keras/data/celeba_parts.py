@@ -12,7 +12,6 @@ from ms_keras.tasks import CELEBA_PART_NAMES
 # Painting order: every part after background, in class-id order.
 PAINT_ORDER = CELEBA_PART_NAMES[1:]
 
-MERGED_NAMES = ("background", "hair", "skin")
 _MERGED_HAIR = ("hair",)
 _MERGED_SKIN = ("skin", "nose", "eye_g", "l_eye", "r_eye", "l_brow", "r_brow",
                 "l_ear", "r_ear", "mouth", "u_lip", "l_lip", "neck")

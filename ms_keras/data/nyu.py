@@ -48,7 +48,7 @@ def detect_layout(data_dir):
     if not os.path.isdir(data_dir):
         _fail(data_dir, "no such directory.")
     entries = set(os.listdir(data_dir))
-    if not entries - {"ms_keras_prepared"}:
+    if not entries:
         _fail(data_dir, "the directory is empty; expected the NYUD_MT layout "
               "(images/, segmentation/, depth/, normals/, edge/, gt_sets/) "
               "or the MTAN layout (train/, val/).")

@@ -50,11 +50,24 @@ def class_lookup(source, classes):
     return table.astype(np.uint8)
 
 
+def _indices(values, name, source):
+    """1-based MATLAB indices (stored as doubles) -> 0-based ints."""
+    values = np.asarray(values).ravel()
+    as_int = np.rint(values).astype(np.int64)
+    if values.size == 0 or np.any(as_int != values) or as_int.min() < 1:
+        raise ValueError(f"--source={source}: {SPLITS} field {name} holds no "
+                         "positive whole-number indices.")
+    return as_int - 1
+
+
 def split_indices(source):
-    """0-based (train, test) indices of the official split."""
+    """0-based (train, test) indices of the official split.
+
+    MATLAB writes the indices as doubles; any numeric type is accepted.
+    """
     splits = scipy.io.loadmat(os.path.join(source, SPLITS))
-    return (np.asarray(splits["trainNdxs"]).ravel() - 1,
-            np.asarray(splits["testNdxs"]).ravel() - 1)
+    return (_indices(splits["trainNdxs"], "trainNdxs", source),
+            _indices(splits["testNdxs"], "testNdxs", source))
 
 
 def convert(source, output_dir, classes, log=print):

@@ -124,19 +124,40 @@ def flip_horizontally(image, targets, dataset, task_specs):
 MAX_SCALE = 1.5
 
 
-def random_scale_crop(image, targets, task_specs, seed, max_scale=MAX_SCALE):
+# Streams of random draws; each gets its own key (`stream_key`).
+TRAIN_STREAM, SUPPORT_STREAM, QUERY_STREAM = 0, 1, 2
+
+
+def stream_key(seed, stream):
+    """The stateless key of one stream of draws under `seed`."""
+    return tf.random.experimental.stateless_fold_in(
+        tf.constant([seed, 0], tf.int64), stream)
+
+
+def augmentation_keys(key, index):
+    """Independent keys `(flip, zoom, crop)` of example `index` of a stream.
+
+    Derived with `stateless_fold_in` and `stateless_split`, so no two draws
+    of any stream, example or purpose share a key.
+    """
+    per_example = tf.random.experimental.stateless_fold_in(key, index)
+    return tf.unstack(tf.random.experimental.stateless_split(per_example, 3))
+
+
+def random_scale_crop(image, targets, task_specs, zoom_key, crop_key,
+                      max_scale=MAX_SCALE):
     """Zooms in by a random factor in [1, max_scale] and crops back.
 
     Image bilinear, dense targets nearest-neighbour; depth is divided by the
     factor (a zoomed view is a closer camera). Normals do not change under
-    scaling; attributes are untouched. Stateless in `seed`.
+    scaling; attributes are untouched. Stateless in the two keys.
     """
     height, width = image.shape[0], image.shape[1]
-    scale = tf.random.stateless_uniform((), seed=seed, minval=1.0,
+    scale = tf.random.stateless_uniform((), seed=zoom_key, minval=1.0,
                                         maxval=max_scale)
     size = tf.cast(tf.math.ceil(scale * [height, width]), tf.int32)
     offsets = tf.random.stateless_uniform(
-        (2,), seed=seed + 1, minval=0.0, maxval=1.0)
+        (2,), seed=crop_key, minval=0.0, maxval=1.0)
     top = tf.cast(offsets[0] * tf.cast(size[0] - height + 1, tf.float32),
                   tf.int32)
     left = tf.cast(offsets[1] * tf.cast(size[1] - width + 1, tf.float32),
@@ -160,21 +181,23 @@ def random_scale_crop(image, targets, task_specs, seed, max_scale=MAX_SCALE):
     return image, scaled
 
 
-def augment(image, targets, dataset, task_specs, seed):
+def augment(image, targets, dataset, task_specs, keys):
     """Random horizontal flip (probability 1/2), then a random scale-crop.
 
-    Both keep every target consistent with the image; stateless in `seed`.
+    Both keep every target consistent with the image; stateless in `keys`
+    (`augmentation_keys`).
     """
-    coin = tf.random.stateless_uniform((), seed=seed)
+    flip_key, zoom_key, crop_key = keys
+    coin = tf.random.stateless_uniform((), seed=flip_key)
     image, targets = tf.cond(
         coin < 0.5,
         lambda: flip_horizontally(image, targets, dataset, task_specs),
         lambda: (image, targets))
-    return random_scale_crop(image, targets, task_specs, seed + 2)
+    return random_scale_crop(image, targets, task_specs, zoom_key, crop_key)
 
 
 def make_batches(examples, dataset, task_specs, image_size, batch_size,
-                 training, seed=0, cache=True):
+                 training, seed=0, cache=True, stream=TRAIN_STREAM):
     """Turns a dataset of stored examples into `(image, targets)` batches.
 
     Args:
@@ -187,6 +210,8 @@ def make_batches(examples, dataset, task_specs, image_size, batch_size,
             `batch_size`); otherwise one ordered pass.
         seed: seed of shuffling and augmentation.
         cache: keep converted examples in memory after the first pass.
+        stream: which stream of draws (`TRAIN_STREAM`, `SUPPORT_STREAM`,
+            `QUERY_STREAM`): one seed gives independent streams.
 
     Returns:
         A batched, prefetched `tf.data.Dataset`.
@@ -197,11 +222,13 @@ def make_batches(examples, dataset, task_specs, image_size, batch_size,
     if cache:
         ds = ds.cache()
     if training:
-        ds = ds.shuffle(2048, seed=seed, reshuffle_each_iteration=True).repeat()
-        counters = tf.data.Dataset.counter()
-        ds = tf.data.Dataset.zip((ds, counters)).map(
-            lambda pair, i: augment(pair[0], pair[1], dataset, task_specs,
-                                    tf.stack([tf.cast(seed, tf.int64), i])),
+        key = stream_key(seed, stream)
+        shuffle_seed = int(key.numpy()[0] % (2 ** 31 - 1))
+        ds = ds.shuffle(2048, seed=shuffle_seed,
+                        reshuffle_each_iteration=True).repeat()
+        ds = ds.enumerate().map(
+            lambda i, pair: augment(pair[0], pair[1], dataset, task_specs,
+                                    augmentation_keys(key, i)),
             num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=training)
     return ds.prefetch(tf.data.AUTOTUNE)

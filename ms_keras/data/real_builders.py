@@ -1,12 +1,17 @@
 """TFDS builders that prepare the user's NYUv2 / CelebAMask-HQ files.
 
-The files are read from TFDS' manual directory (the user's `--data_dir`),
-checked, resized to the training resolution with the pipeline's rules
-(nearest for labels, edges and depth; normals renormalised) and written once
-as TFRecords, after which training reads them like any TFDS dataset.
+The files are read from TFDS' manual directory (the user's `--data_dir`,
+by default `~/tensorflow_datasets/downloads/manual/<dataset>`), checked,
+resized to the training resolution with the pipeline's rules (nearest for
+labels, edges and depth; normals renormalised) and written once as TFRecords
+into TFDS' data directory (`--tfds_dir`), keyed by the source directory and
+the settings, after which training reads them like any TFDS dataset. The
+user's files are only read.
 """
 
 import dataclasses
+import hashlib
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -29,9 +34,12 @@ class RealConfig(tfds.core.BuilderConfig):
     width: int = 256
 
 
-def make_config(layout, height, width):
-    return RealConfig(name=f"{layout}_{height}x{width}", layout=layout,
-                      height=height, width=width)
+def make_config(layout, height, width, source_dir):
+    """A config named by the layout, the size and the source directory."""
+    source = hashlib.sha256(
+        os.path.realpath(source_dir).encode()).hexdigest()[:10]
+    return RealConfig(name=f"{layout}_{height}x{width}_src{source}",
+                      layout=layout, height=height, width=width)
 
 
 def _to_numpy(example):
@@ -42,12 +50,17 @@ class NyuDepthV2Files(tfds.core.GeneratorBasedBuilder):
     """NYUv2 (NYUD_MT or MTAN layout) from the user's files."""
 
     VERSION = tfds.core.Version("1.0.0")
-    MANUAL_DOWNLOAD_INSTRUCTIONS = (
-        "Put NYUv2 in the NYUD_MT layout (images/, segmentation/, depth/, "
-        "normals/, edge/, gt_sets/{train,val}.txt) or the MTAN layout "
-        "(train|val/image|label|depth|normal/<i>.npy) into one directory and "
-        "pass it as --data_dir. The official nyu_depth_v2_labeled.mat is "
-        "converted by tools/prepare_nyu.py.")
+    MANUAL_DOWNLOAD_INSTRUCTIONS = """
+    Put NYUv2 into ~/tensorflow_datasets/downloads/manual/nyu (or pass
+    --data_dir) in one of two layouts: NYUD_MT (images/, segmentation/,
+    depth/, normals/, edge/, gt_sets/{train,val}.txt; download NYUD_MT.tgz
+    via https://github.com/SimonVandenhende/Multi-Task-Learning-PyTorch) or
+    MTAN (train|val/image|label|depth|normal/<i>.npy; download via
+    https://github.com/lorenmt/mtan). The official release
+    (nyu_depth_v2_labeled.mat, splits.mat, classMapping40.mat from
+    https://cs.nyu.edu/~fergus/datasets/nyu_depth_v2.html) is converted to
+    NYUD_MT by tools/prepare_nyu.py.
+    """
 
     def _info(self):
         config = self.builder_config
@@ -75,11 +88,13 @@ class CelebaMaskHqFiles(tfds.core.GeneratorBasedBuilder):
     """CelebAMask-HQ (official release) from the user's files."""
 
     VERSION = tfds.core.Version("1.0.0")
-    MANUAL_DOWNLOAD_INSTRUCTIONS = (
-        "Unpack the official CelebAMask-HQ release (CelebA-HQ-img/, "
-        "CelebAMask-HQ-mask-anno/, CelebAMask-HQ-attribute-anno.txt, "
-        "CelebA-HQ-to-CelebA-mapping.txt) into one directory and pass it as "
-        "--data_dir.")
+    MANUAL_DOWNLOAD_INSTRUCTIONS = """
+    Unpack the official CelebAMask-HQ release (CelebA-HQ-img/,
+    CelebAMask-HQ-mask-anno/, CelebAMask-HQ-attribute-anno.txt,
+    CelebA-HQ-to-CelebA-mapping.txt; download via
+    https://github.com/switchablenorms/CelebAMask-HQ) into
+    ~/tensorflow_datasets/downloads/manual/celeba (or pass --data_dir).
+    """
 
     def _info(self):
         config = self.builder_config

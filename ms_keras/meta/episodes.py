@@ -35,6 +35,14 @@ def power_set(num_tasks):
     return np.stack(rows)
 
 
+def check_sampler(sampler):
+    """Raises ValueError unless `sampler` is `uniform`, `all_tasks` or
+    `size<=k` (k is checked against the task count by `episode_table`)."""
+    if sampler in (UNIFORM, ALL_TASKS) or _BOUNDED.match(sampler or ""):
+        return
+    raise ValueError(f"--episode_sampler={sampler}: expected {SAMPLER_HELP}.")
+
+
 def episode_table(sampler, num_tasks):
     """The episodes a sampler draws from, uniformly.
 
@@ -59,8 +67,7 @@ def episode_table(sampler, num_tasks):
                 f"{num_tasks} tasks.")
         table = power_set(num_tasks)
         return table[table.sum(axis=1) <= bound]
-    raise ValueError(
-        f"--episode_sampler={sampler}: expected {SAMPLER_HELP}.")
+    check_sampler(sampler)
 
 
 def episode_stream(table, seed):

@@ -80,6 +80,35 @@ def prox_at(weights, indices, learning_rate, lam, kind):
     return weights
 
 
+def straight_through_zeroed(before, after, indices, kind):
+    """`after` (the prox's output) with a straight-through path for groups
+    the prox zeroed.
+
+    Forward values are those of `after`. For a group that `after` holds at
+    zero the gradient with respect to `before` is the identity instead of
+    the prox's zero Jacobian, so the weights of a group zeroed inside the
+    inner loop still get a meta-gradient. Groups that survive keep the exact
+    prox Jacobian (lambda's implicit gradient flows through them as before).
+
+    Args:
+        before: fast weights before the prox.
+        after: fast weights after the prox.
+        indices: positions of the HWIO kernels.
+        kind: `channel` (groups are input channels) or `unstructured`
+            (every weight is its own group).
+    """
+    after = list(after)
+    for index in indices:
+        if kind == prox_lib.CHANNEL:
+            zeroed = tf.cast(prox_lib.group_norms(after[index]) == 0,
+                             after[index].dtype)[None, None, :, None]
+        else:
+            zeroed = tf.cast(after[index] == 0, after[index].dtype)
+        after[index] = after[index] + zeroed * (
+            before[index] - tf.stop_gradient(before[index]))
+    return after
+
+
 def glorot_limit(kernel_shape):
     """Uniform Glorot bound of an HWIO kernel."""
     kh, kw, cin, cout = kernel_shape

@@ -14,7 +14,6 @@ from ms_keras.models.layers import ExactBatchNormalization
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-OUTPUT_STRIDE = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,10 +37,6 @@ class BackboneConfig:
     @property
     def expansion(self):
         return 4 if self.block == "bottleneck" else 1
-
-    @property
-    def output_channels(self):
-        return self.widths[-1] * self.expansion
 
 
 BACKBONES = {

@@ -10,6 +10,74 @@ from ms_keras.models.heads import build_aspp_head
 from ms_keras.models.heads import build_mlp_head
 
 
+@keras.saving.register_keras_serializable(package="ms_keras")
+class MultiTaskModel(keras.Model):
+    """Hard parameter sharing: `heads[task](backbone(images))` for each task.
+
+    The backbone and every head are functional models; they are reached as
+    attributes (`model.backbone`, `model.heads["depth"]`), never by layer
+    names. `call` returns a dict keyed by task name. The model saves and
+    reloads whole (`model.save("m.keras")`, `keras.saving.load_model`), also
+    after `sparsity.slim` has replaced the backbone by a slimmer one.
+
+    Args:
+        backbone: a `keras.Model` from images to features.
+        heads: `{task name: keras.Model}` from features to that task's
+            output; the order of the dict is the order of the outputs.
+
+    Example:
+
+    >>> model = build_multitask_model("synthetic_nyu", [1, 2], "resnet_tiny",
+    ...                               (64, 64))
+    >>> sorted(model(keras.ops.zeros((1, 64, 64, 3))))
+    ['depth', 'segmentation']
+    """
+
+    def __init__(self, backbone, heads, **kwargs):
+        super().__init__(**kwargs)
+        if not heads:
+            raise ValueError("`heads` must hold at least one task's head.")
+        self.backbone = backbone
+        self.heads = dict(heads)
+        # Its parts are built functional models, so it is built too.
+        self.built = True
+
+    @property
+    def task_names(self):
+        return tuple(self.heads)
+
+    @property
+    def image_shape(self):
+        """`(height, width, 3)` of the images the backbone takes."""
+        return tuple(self.backbone.input.shape[1:])
+
+    def build(self, input_shape=None):
+        # The backbone and the heads are functional models, built already.
+        self.built = True
+
+    def call(self, images, training=False):
+        features = self.backbone(images, training=training)
+        return {name: head(features, training=training)
+                for name, head in self.heads.items()}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "heads": {name: keras.saving.serialize_keras_object(head)
+                      for name, head in self.heads.items()},
+        })
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        backbone = keras.saving.deserialize_keras_object(config.pop("backbone"))
+        heads = {name: keras.saving.deserialize_keras_object(head)
+                 for name, head in config.pop("heads").items()}
+        return cls(backbone, heads, **config)
+
+
 def build_head(task, feature_shape, image_size, filters, aspp_rates,
                activation):
     """Builds the head that serves `task` (ASPP if dense, MLP otherwise)."""
@@ -34,22 +102,16 @@ def build_multitask_model(dataset, tasks, backbone, image_size,
         aspp_rates: dilation rates of the ASPP branches.
 
     Returns:
-        A functional `keras.Model` taking `(batch, h, w, 3)` images in [0, 1]
-        and returning a dict keyed by task name. Its layers `backbone` and
-        `head_<task>` are themselves models.
+        A built `MultiTaskModel` taking `(batch, h, w, 3)` images in [0, 1].
 
-    Example:
-
-    >>> model = build_multitask_model("synthetic_nyu", [1, 2], "resnet_tiny",
-    ...                               (64, 64))
-    >>> sorted(model.output_names)
-    ['depth', 'segmentation']
+    Raises:
+        ValueError: for an unknown backbone or task.
     """
     if isinstance(dataset, str):
         dataset = tasks_lib.get_dataset(dataset)
-    task_specs = tuple(
-        t if isinstance(t, tasks_lib.TaskSpec) else None for t in tasks)
-    if None in task_specs:
+    if all(isinstance(t, tasks_lib.TaskSpec) for t in tasks):
+        task_specs = tuple(tasks)
+    else:
         task_specs = tasks_lib.parse_tasks(dataset, tasks)
     if backbone not in BACKBONES:
         raise ValueError(
@@ -57,23 +119,7 @@ def build_multitask_model(dataset, tasks, backbone, image_size,
     filters = head_filters or BACKBONES[backbone].head_filters
     trunk = build_backbone(backbone, image_size, activation)
     feature_shape = tuple(trunk.output.shape[1:])
-    images = keras.Input((*image_size, 3), name="image")
-    features = trunk(images)
-    outputs = {}
-    for task in task_specs:
-        head = build_head(task, feature_shape, image_size, filters,
-                          aspp_rates, activation)
-        outputs[task.name] = keras.layers.Identity(name=task.name)(
-            head(features))
-    return keras.Model(images, outputs, name="multitask")
-
-
-def backbone_of(model):
-    """Returns the shared backbone sub-model of a multi-task model."""
-    return model.get_layer("backbone")
-
-
-def head_of(model, task_name):
-    """Returns the head sub-model serving `task_name`."""
-    return model.get_layer(f"head_{task_name}")
-
+    heads = {task.name: build_head(task, feature_shape, image_size, filters,
+                                   aspp_rates, activation)
+             for task in task_specs}
+    return MultiTaskModel(trunk, heads, name="multitask")

@@ -11,6 +11,10 @@ import dataclasses
 
 import keras
 
+from ms_keras.models.layers import ExactBatchNormalization
+
+_BATCH_NORMS = (ExactBatchNormalization, keras.layers.BatchNormalization)
+
 CHANNEL = "channel"
 UNSTRUCTURED = "unstructured"
 NONE = "none"
@@ -22,31 +26,28 @@ class PenalisedKernel:
     """One penalised convolution kernel.
 
     Attributes:
-        layer_name: name of the Conv2D layer in the backbone.
         index: position of the kernel in `backbone.trainable_variables`.
         variable: the kernel variable (HWIO).
+        scale_invariant: whether every reader of the conv's output is a
+            batch norm, so that the network computes the same function
+            whatever the kernel's norm (in training mode exactly).
     """
 
-    layer_name: str
     index: int
     variable: object
-
-    @property
-    def num_groups(self):
-        """Input channels of the kernel."""
-        return int(self.variable.shape[2])
-
-    @property
-    def group_size(self):
-        """`n_g = kh * kw * out_channels`."""
-        kh, kw, _, out = self.variable.shape
-        return int(kh * kw * out)
+    scale_invariant: bool = False
 
 
 def conv_layers(backbone):
     """The backbone's Conv2D layers, in the order the model builds them."""
     return [layer for layer in backbone.layers
             if isinstance(layer, keras.layers.Conv2D)]
+
+
+def _followed_by_batch_norm(layer):
+    readers = [node.operation for node in layer._outbound_nodes]  # noqa: SLF001
+    return bool(readers) and all(
+        isinstance(reader, _BATCH_NORMS) for reader in readers)
 
 
 def penalised_kernels(backbone):
@@ -56,8 +57,8 @@ def penalised_kernels(backbone):
         ValueError: when the backbone has no Conv2D layer.
     """
     positions = {id(v): i for i, v in enumerate(backbone.trainable_variables)}
-    kernels = [PenalisedKernel(layer.name, positions[id(layer.kernel)],
-                               layer.kernel)
+    kernels = [PenalisedKernel(positions[id(layer.kernel)], layer.kernel,
+                               _followed_by_batch_norm(layer))
                for layer in conv_layers(backbone)
                if id(layer.kernel) in positions]
     if not kernels:

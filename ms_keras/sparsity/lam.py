@@ -66,6 +66,11 @@ class SparsityStrength(keras.layers.Layer):
         """Current lambda (a scalar tensor, differentiable in `raw`)."""
         return tf.math.softplus(self.beta * self.raw) / self.beta
 
+    def derivative(self):
+        """`d lam / d raw = sigmoid(beta * raw)`: turns a gradient with
+        respect to `raw` into one per unit lambda."""
+        return tf.math.sigmoid(self.beta * self.raw)
+
     def call(self, inputs=None):
         return self.value()
 

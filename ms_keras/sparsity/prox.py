@@ -78,6 +78,19 @@ def prox(kernel, learning_rate, lam, kind):
         f"`kind` must be '{CHANNEL}' or '{UNSTRUCTURED}'. Received: {kind}")
 
 
+def rescale_to_norm(kernel, norm):
+    """`kernel` scaled to Frobenius norm `norm` (a zero kernel stays zero).
+
+    Differentiable: the inner loop's norm-preserving prox goes through it.
+    """
+    current = _safe_norm(tf.reduce_sum(tf.square(kernel)))
+    positive = current > 0
+    safe = tf.where(positive, current, tf.ones_like(current))
+    ratio = tf.where(positive, tf.cast(norm, kernel.dtype) / safe,
+                     tf.zeros_like(current))
+    return kernel * ratio
+
+
 def penalty(kernels, kind):
     """The regulariser R without lambda.
 

@@ -9,8 +9,9 @@ function. Heads are copied unchanged (the backbone output is never slimmed).
 """
 
 import keras
+import numpy as np
 
-from ms_keras.models import backbone_of
+from ms_keras.models import MultiTaskModel
 from ms_keras.models.layers import ExactBatchNormalization
 from ms_keras.sparsity import structure as structure_lib
 
@@ -54,10 +55,13 @@ def slim_backbone(backbone):
 
     Usage:
 
-    >>> slim = slim_backbone(backbone_of(model))
-    >>> slim.count_params() <= backbone_of(model).count_params()
+    >>> slim = slim_backbone(model.backbone)
+    >>> slim.count_params() <= model.backbone.count_params()
     """
-    structure, kept = structure_lib.kept_channels(backbone)
+    structure = structure_lib.analyse(backbone)
+    kernels = {name: np.asarray(backbone.get_layer(name).kernel)
+               for name in structure.convs}
+    kept = structure_lib.kept_channels(structure, kernels)
     slim = keras.models.clone_model(
         backbone,
         clone_function=lambda layer: _slim_layer(layer, structure, kept))
@@ -74,45 +78,48 @@ def _copy(model):
     return copy
 
 
+def _heads(network, task_names):
+    names = list(network.heads) if task_names is None else list(task_names)
+    unknown = [name for name in names if name not in network.heads]
+    if unknown:
+        raise ValueError(
+            f"The model has no task {unknown}; it has {sorted(network.heads)}.")
+    return names
+
+
 def slim_multitask_model(network, task_names=None):
     """A slim copy of a multi-task model (or of its backbone alone).
 
     Args:
-        network: a model from `build_multitask_model`.
-        task_names: heads to keep (default: all); an empty list exports the
-            backbone alone, returning features.
+        network: a `MultiTaskModel`.
+        task_names: heads to keep (default: all); an empty list returns the
+            slim backbone alone (images -> features).
 
     Returns:
-        A functional `keras.Model` on images: a dict keyed by task name, or
-        the backbone features when `task_names` is empty.
+        A `MultiTaskModel` with the slim backbone and copies of the heads, or
+        the slim backbone model.
+
+    Raises:
+        ValueError: for a task the model has no head for.
     """
-    backbone = slim_backbone(backbone_of(network))
-    outputs = network.output
-    names = list(outputs) if task_names is None else list(task_names)
-    unknown = [name for name in names if name not in outputs]
-    if unknown:
-        raise ValueError(
-            f"The model has no task {unknown}; it has {sorted(outputs)}.")
-    images = keras.Input(network.input.shape[1:], name="image")
-    features = backbone(images)
+    names = _heads(network, task_names)
+    backbone = slim_backbone(network.backbone)
     if not names:
-        return keras.Model(images, features, name="slim_backbone")
-    heads = {name: keras.layers.Identity(name=name)(
-        _copy(network.get_layer(f"head_{name}"))(features)) for name in names}
-    return keras.Model(images, heads, name="slim_multitask")
+        return backbone
+    return MultiTaskModel(backbone,
+                          {name: _copy(network.heads[name]) for name in names},
+                          name="slim_multitask")
 
 
 def dense_model(network, task_names=None):
     """The trained (masked) model restricted to `task_names`, unslimmed.
 
-    The reference the slim model and the exports are compared against.
+    Shares the weights of `network`; the reference the slim model and the
+    exports are compared against.
     """
-    outputs = network.output
-    names = list(outputs) if task_names is None else list(task_names)
-    images = keras.Input(network.input.shape[1:], name="image")
-    features = backbone_of(network)(images)
+    names = _heads(network, task_names)
     if not names:
-        return keras.Model(images, features, name="backbone_only")
-    heads = {name: keras.layers.Identity(name=name)(
-        network.get_layer(f"head_{name}")(features)) for name in names}
-    return keras.Model(images, heads, name="multitask")
+        return network.backbone
+    return MultiTaskModel(network.backbone,
+                          {name: network.heads[name] for name in names},
+                          name="multitask")

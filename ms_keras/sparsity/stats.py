@@ -15,6 +15,7 @@ speed-ups:
 """
 
 import numpy as np
+import tensorflow as tf
 
 from ms_keras.sparsity import groups as groups_lib
 from ms_keras.sparsity import structure as structure_lib
@@ -28,23 +29,50 @@ class SparsityMeter:
 
     Example:
 
-    >>> meter = SparsityMeter(backbone_of(model))
+    >>> meter = SparsityMeter(model.backbone)
     >>> meter.measure()["parameter_percent"]
     """
 
     def __init__(self, backbone):
         self.backbone = backbone
         self.layers = groups_lib.conv_layers(backbone)
+        self.structure = structure_lib.analyse(backbone)
 
     def kernels(self):
         """`{conv name: numpy HWIO kernel}` of every backbone conv."""
         return {layer.name: np.asarray(layer.kernel) for layer in self.layers}
 
+    def step_figures(self):
+        """The per-step figures as tensors, computed on the device.
+
+        Returns:
+            `{"parameter_percent": t, "group_percent": t, "active_channels":
+            {conv name: t}}` (scalars), cheap enough to log every step.
+        """
+        zeros = groups = zero_groups = 0
+        active = {}
+        for layer in self.layers:
+            kernel = layer.kernel
+            nonzero_groups = tf.reduce_any(tf.not_equal(kernel, 0),
+                                           axis=(0, 1, 3))
+            zeros += tf.reduce_sum(tf.cast(tf.equal(kernel, 0), tf.int64))
+            live = tf.reduce_sum(tf.cast(nonzero_groups, tf.int64))
+            zero_groups += kernel.shape[2] - live
+            groups += kernel.shape[2]
+            active[layer.name] = live
+        total = sum(int(np.prod(layer.kernel.shape)) for layer in self.layers)
+        return {
+            "parameter_percent": 100.0 * tf.cast(zeros, tf.float32) / total,
+            "group_percent": 100.0 * tf.cast(zero_groups, tf.float32) / groups,
+            "active_channels": active,
+        }
+
     def measure(self):
         """Returns the sparsity statistics as a JSON-ready dict."""
         kernels = self.kernels()
-        structure, kept = structure_lib.kept_channels(self.backbone)
+        structure = self.structure
         alive = structure.alive_channels(kernels)
+        kept = structure_lib.kept_channels(structure, kernels)
         total = zeros = groups = zero_groups = structural = 0
         dense_flops = sparse_flops = slim_flops = 0
         per_layer = {}

@@ -169,7 +169,7 @@ def analyse(backbone):
         pinned_spaces={spaces.find(s) for s in pinned} | input_space)
 
 
-def kept_channels(backbone):
+def kept_channels(structure, kernels):
     """Indices of the channels each space keeps after slimming.
 
     The live channels; a space whose every channel is dead keeps one (its
@@ -177,14 +177,15 @@ def kept_channels(backbone):
     every layer keeps a positive width and a slim model stays an ordinary
     Keras graph.
 
+    Args:
+        structure: the backbone's `BackboneStructure` (`analyse`).
+        kernels: `{conv name: HWIO numpy kernel}` of every backbone conv.
+
     Returns:
-        `(structure, {space id: int index array})`.
+        `{space id: int index array}`.
     """
-    structure = analyse(backbone)
-    kernels = {name: np.asarray(backbone.get_layer(name).kernel)
-               for name in structure.convs}
     kept = {}
     for space, alive in structure.alive_channels(kernels).items():
         indices = np.flatnonzero(alive)
         kept[space] = indices if indices.size else np.array([0])
-    return structure, kept
+    return kept

@@ -75,9 +75,10 @@ def write_official_nyu(root, count=8, classes_894=20):
         f["depths"] = np.transpose(depths, (0, 2, 1))
         f["labels"] = np.transpose(labels, (0, 2, 1))
         f["instances"] = np.transpose(labels % 2, (0, 2, 1)).astype(np.uint8)
+    # MATLAB stores numbers as doubles, the split indices included.
     scipy.io.savemat(os.path.join(root, "splits.mat"), {
-        "trainNdxs": np.arange(1, count - 1)[:, None],
-        "testNdxs": np.arange(count - 1, count + 1)[:, None]})
+        "trainNdxs": np.arange(1, count - 1, dtype=np.float64)[:, None],
+        "testNdxs": np.arange(count - 1, count + 1, dtype=np.float64)[:, None]})
     # 894 classes in the real file; the fixture maps its few ids to 1..40.
     mapping = (np.arange(894) % 40 + 1)[None, :]
     scipy.io.savemat(os.path.join(root, "classMapping40.mat"),

@@ -13,7 +13,7 @@ from ms_keras.tasks import CELEBA_PART_NAMES
 
 def _config(tfds_dir, dataset="synthetic_nyu", **kwargs):
     return data_lib.DataConfig(dataset=dataset, image_size=(32, 32),
-                               data_dir=tfds_dir,
+                               tfds_dir=tfds_dir,
                                synthetic_examples=(12, 4, 4), **kwargs)
 
 
@@ -107,6 +107,52 @@ def test_real_dataset_without_data_dir_is_refused():
         data_lib.check_data_dir(config)
 
 
+def test_real_dataset_files_default_to_the_tfds_manual_dir(monkeypatch,
+                                                           tmp_path):
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+    config = data_lib.DataConfig(dataset="celeba", image_size=(32, 32))
+    assert config.files_dir == str(tmp_path / "downloads" / "manual" /
+                                   "celeba")
+    with pytest.raises(ValueError, match="CelebAMask-HQ-attribute-anno.txt"):
+        data_lib.check_data_dir(config)
+
+
+def test_synthetic_dataset_refuses_a_data_dir():
+    with pytest.raises(ValueError, match="is generated, not read"):
+        data_lib.DataConfig(dataset="synthetic_nyu", image_size=(32, 32),
+                            data_dir="/data")
+
+
+def _draws(seed, stream, count):
+    """Every key one stream uses for its first `count` examples."""
+    key = pipeline.stream_key(seed, stream)
+    return {tuple(k.numpy()) for i in range(count)
+            for k in pipeline.augmentation_keys(key, i)}
+
+
+def test_support_and_query_draws_are_independent():
+    support = _draws(0, pipeline.SUPPORT_STREAM, 200)
+    query = _draws(0, pipeline.QUERY_STREAM, 200)
+    train = _draws(0, pipeline.TRAIN_STREAM, 200)
+    # Three purposes per example, none shared within or across streams.
+    assert len(support) == len(query) == len(train) == 600
+    assert not support & query and not support & train and not query & train
+    assert not _draws(1, pipeline.SUPPORT_STREAM, 200) & support
+
+
+def test_support_and_query_zoom_factors_are_uncorrelated():
+    def zooms(stream):
+        key = pipeline.stream_key(0, stream)
+        return np.array([float(tf.random.stateless_uniform(
+            (), seed=pipeline.augmentation_keys(key, i)[1]))
+            for i in range(400)])
+    support, query = zooms(pipeline.SUPPORT_STREAM), zooms(
+        pipeline.QUERY_STREAM)
+    # Shifted by one example, the old offsets made these draws identical.
+    assert abs(np.corrcoef(support[:-1], query[1:])[0, 1]) < 0.15
+    assert abs(np.corrcoef(support, query)[0, 1]) < 0.15
+
+
 @pytest.mark.slow
 def test_generation_is_at_least_100_samples_per_second_at_96x128():
     rates = []
@@ -125,10 +171,11 @@ def test_scale_crop_divides_depth_and_keeps_labels_and_normals():
     image, targets = pipeline.example_to_inputs(
         {k: tf.constant(v) for k, v in scene.items()}, spec, spec.tasks,
         (32, 40))
-    seed = tf.constant([3, 7], tf.int64)
+    zoom, crop = tf.constant([3, 7], tf.int64), tf.constant([4, 8], tf.int64)
     out_image, out = pipeline.random_scale_crop(image, targets, spec.tasks,
-                                                seed)
-    again = pipeline.random_scale_crop(image, targets, spec.tasks, seed)[1]
+                                                zoom, crop)
+    again = pipeline.random_scale_crop(image, targets, spec.tasks, zoom,
+                                       crop)[1]
     np.testing.assert_array_equal(out["depth"], again["depth"])
     assert out_image.shape == image.shape
     assert set(np.unique(out["segmentation"])) <= set(
@@ -149,6 +196,6 @@ def test_scale_crop_of_a_constant_depth_is_depth_over_scale():
         stacked = tf.concat([tf.zeros((16, 16, 2)), depth], axis=-1)
         _, out = pipeline.random_scale_crop(
             stacked, {"depth": depth}, specs,
-            tf.constant([seed, 1], tf.int64))
+            tf.constant([seed, 1], tf.int64), tf.constant([seed, 2], tf.int64))
         values = np.unique(out["depth"].numpy())
         assert values.size == 1 and 2.0 <= values[0] <= 3.0

@@ -1,5 +1,6 @@
 """Real-dataset readers on tiny fixtures in the real on-disk formats."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -63,15 +64,27 @@ def test_celeba_release_is_read_with_partition_and_attributes(tmp_path):
     np.testing.assert_array_equal(example["attributes"], face["attributes"])
 
 
+def _read_only(root):
+    for path, dirs, names in os.walk(root):
+        for name in names:
+            os.chmod(os.path.join(path, name), 0o444)
+        os.chmod(path, 0o555)
+
+
 def test_prepared_batches_have_the_training_resolution(tmp_path):
-    fixtures.write_nyud_mt(tmp_path)
-    config = nyu_config(tmp_path)
+    files = tmp_path / "files"
+    fixtures.write_nyud_mt(files)
+    before = sorted(os.listdir(files))
+    _read_only(files)  # a read-only dataset mount, as on shared clusters
+    config = dataclasses.replace(nyu_config(files),
+                                 tfds_dir=str(tmp_path / "tfds"))
     specs = config.spec.tasks
     images, targets = next(iter(data_lib.load(config, specs, "train", 2,
                                               training=True)))
     assert images.shape == (2, 16, 16, 3)
     assert targets["normals"].shape == (2, 16, 16, 3)
-    assert os.path.isdir(tmp_path / data_lib.PREPARED_SUBDIR)
+    assert sorted(os.listdir(files)) == before
+    assert os.listdir(tmp_path / "tfds" / "nyu_depth_v2_files")
 
 
 def _problem(root, kind):
@@ -181,14 +194,46 @@ def test_binary_trains_two_steps_on_each_format(tmp_path, layout):
         fixtures.write_celeba(root)
     dataset = "celeba" if layout == "celeba" else "nyu"
     model_dir = str(tmp_path / "run")
-    run_train(str(root), model_dir, dataset=dataset, tasks=None,
-              image_size=["16", "16"], steps_per_epoch=2, batch_size=2,
-              mode="mtl")
+    run_train(str(tmp_path / "tfds"), model_dir, data_dir=str(root),
+              dataset=dataset, tasks=None, image_size=[16, 16],
+              steps_per_epoch=2, batch_size=2, mode="mtl")
     metrics = read(model_dir, "metrics.json")
     expected = tasks.get_dataset(dataset).task_names
     assert set(metrics["test"]) - {"loss"} == set(expected)
     classes = 13 if layout == "mtan" else (19 if dataset == "celeba" else 40)
     import keras
     network = keras.saving.load_model(os.path.join(model_dir, "model.keras"))
-    assert network.output["segmentation"].shape[-1] == classes
+    assert network.heads["segmentation"].output.shape[-1] == classes
     assert 0 <= metrics["test"]["segmentation"]["miou"] <= 1
+
+
+def _first_command(home, tmp_path):
+    env = {**os.environ, "HOME": str(home)}
+    env.pop("TFDS_DATA_DIR", None)
+    return subprocess.run(
+        [sys.executable, "-m", "ms_keras.train", "--dataset=nyu",
+         "--tasks=1,2,3"], cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=600)
+
+
+def test_first_command_trains_on_files_in_the_tfds_manual_dir(tmp_path):
+    home = tmp_path / "home"
+    fixtures.write_nyud_mt(home / "tensorflow_datasets" / "downloads" /
+                           "manual" / "nyu")
+    result = _first_command(home, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = os.listdir(tmp_path / "runs")
+    assert run.startswith("nyu_mtl_")
+    assert f"Run directory: runs/{run}" in result.stdout
+    assert os.path.exists(tmp_path / "runs" / run / "metrics.json")
+
+
+def test_first_command_without_files_says_where_to_put_what(tmp_path):
+    result = _first_command(tmp_path / "home", tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr[-3000:]
+    expected_dir = tmp_path / "home/tensorflow_datasets/downloads/manual/nyu"
+    assert f"--data_dir={expected_dir}: no such directory." in lines[0]
+    assert data_lib.manual_instructions("nyu") in lines[0]
+    assert "NYUD_MT" in lines[0] and "https://" in lines[0]
+    assert not (tmp_path / "runs").exists()

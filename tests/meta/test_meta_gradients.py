@@ -8,9 +8,11 @@ import tensorflow as tf
 from absl.testing import parameterized
 
 from ms_keras import tasks
-from ms_keras.meta.trainer import MetaSparsityTrainer
+from ms_keras.models import MultiTaskModel
+from ms_keras.trainers.meta_sparsity import MetaSparsityTrainer
 from ms_keras.models.layers import ExactBatchNormalization
 from ms_keras.sparsity.lam import SparsityStrength
+from ms_keras.sparsity.proximal import OuterProx
 from tests.conftest import set_precision
 
 SEG = tasks.TaskSpec(1, "segmentation", tasks.SEGMENTATION, 3)
@@ -35,10 +37,7 @@ def tiny_network():
     normal_out = keras.layers.UnitNormalization()(
         keras.layers.Conv2D(3, 1)(features))
     normals = keras.Model(features, normal_out, name="head_normals")
-    images = keras.Input((5, 5, 3))
-    shared = backbone(images)
-    return keras.Model(images, {"segmentation": seg(shared),
-                                "normals": normals(shared)})
+    return MultiTaskModel(backbone, {"segmentation": seg, "normals": normals})
 
 
 def make_batch(rng, size=3):
@@ -53,13 +52,17 @@ def make_batch(rng, size=3):
 
 
 def build_trainer(inner_steps, first_order=False, inner_lr=0.05, lam=0.02,
-                  sparsity="channel", seed=0, inner_clip_norm=0.0):
+                  sparsity="channel", seed=0, inner_clip_norm=0.0,
+                  inner_prox="differentiable", prox_step="adam_metric"):
     keras.utils.set_random_seed(seed)
+    network = tiny_network()
+    prox = (None if sparsity == "none"
+            else OuterProx(network.backbone, sparsity, prox_step))
     trainer = MetaSparsityTrainer(
-        tiny_network(), (SEG, NORMALS), "uncertainty", sparsity=sparsity,
-        lam=SparsityStrength(lam), inner_steps=inner_steps,
+        network, (SEG, NORMALS), "uncertainty", sparsity=sparsity,
+        lam=SparsityStrength(lam), prox=prox, inner_steps=inner_steps,
         inner_lr=inner_lr, first_order=first_order,
-        inner_clip_norm=inner_clip_norm)
+        inner_clip_norm=inner_clip_norm, inner_prox=inner_prox)
     trainer.loss_weighting.log_variances.assign([0.3, -0.2])
     return trainer
 
@@ -87,22 +90,38 @@ def plain_forward(p, images, targets, mask):
     normal_loss = tf.reduce_mean(
         1 - tf.reduce_sum(unit * targets["normals"], -1))
     losses = tf.stack([seg_loss, normal_loss])
+    if float(tf.reduce_sum(mask)) == 1.0:  # a single-task episode (Alg. 3)
+        return tf.reduce_sum(mask * losses)
     s = p["log_var"]
     return tf.reduce_sum(mask * (0.5 * tf.exp(-s) * losses + 0.5 * s))
 
 
-def plain_prox(kernel, threshold):
-    norms = tf.sqrt(tf.reduce_sum(tf.square(kernel), axis=[0, 1, 3]))
-    return kernel * tf.maximum(1 - threshold / norms, 0)[None, None, :, None]
+def plain_prox(kernel, threshold, straight_through=False):
+    squared = tf.reduce_sum(tf.square(kernel), axis=[0, 1, 3])
+    # A zero group (dead after an earlier step) has norm 0: keep its
+    # gradient finite (the subgradient 0), like any careful implementation.
+    alive = squared > threshold ** 2
+    norms = tf.sqrt(tf.where(alive, squared, tf.ones_like(squared)))
+    scale = tf.where(alive, 1 - threshold / norms, tf.zeros_like(squared))
+    out = kernel * scale[None, None, :, None]
+    if straight_through:
+        dead = tf.cast(scale == 0, kernel.dtype)[None, None, :, None]
+        out = out + dead * (kernel - tf.stop_gradient(kernel))
+    return out
 
 
 def plain_penalty(kernels):
-    return tf.add_n([np.sqrt(9 * 4) * tf.reduce_sum(
-        tf.sqrt(tf.reduce_sum(tf.square(k), axis=[0, 1, 3])))
-        for k in kernels])
+    total = 0.0
+    for k in kernels:
+        squared = tf.reduce_sum(tf.square(k), axis=[0, 1, 3])
+        safe = tf.sqrt(tf.where(squared > 0, squared, tf.ones_like(squared)))
+        total += np.sqrt(9 * 4) * tf.reduce_sum(
+            tf.where(squared > 0, safe, tf.zeros_like(squared)))
+    return total
 
 
-def plain_meta_gradients(p, raw, support, query, mask, steps, lr):
+def plain_meta_gradients(p, raw, support, query, mask, steps, lr,
+                         inner_prox="differentiable"):
     names = sorted(p)
     with tf.GradientTape(persistent=True) as outer:
         outer.watch([p[n] for n in names] + [raw])
@@ -112,24 +131,29 @@ def plain_meta_gradients(p, raw, support, query, mask, steps, lr):
             with tf.GradientTape() as inner:
                 inner.watch([fast[n] for n in names])
                 loss = plain_forward(fast, *support, mask)
-            grads = inner.gradient(loss, [fast[n] for n in names])
+            grads = inner.gradient(
+                loss, [fast[n] for n in names],
+                unconnected_gradients=tf.UnconnectedGradients.ZERO)
             fast = {n: fast[n] - lr * g for n, g in zip(names, grads)}
+            if inner_prox == "off":
+                continue
             for n in ("conv1", "conv2"):
-                fast[n] = plain_prox(fast[n], lr * lam * np.sqrt(9 * 4))
+                fast[n] = plain_prox(fast[n], lr * lam * np.sqrt(9 * 4),
+                                     inner_prox == "straight_through")
         query_loss = plain_forward(fast, *query, mask)
         objective = query_loss + lam * plain_penalty([fast["conv1"],
                                                       fast["conv2"]])
-    weights = dict(zip(names, outer.gradient(query_loss,
-                                             [p[n] for n in names])))
+    weights = dict(zip(names, outer.gradient(
+        query_loss, [p[n] for n in names],
+        unconnected_gradients=tf.UnconnectedGradients.ZERO)))
     return weights, outer.gradient(objective, raw)
 
 
 def as_plain(trainer):
     """The trainer's parameters as the plain computation's dict."""
-    layer = trainer.network.get_layer
-    backbone = layer("backbone")
-    seg = layer("head_segmentation").trainable_variables
-    nrm = layer("head_normals").trainable_variables
+    backbone = trainer.network.backbone
+    seg = trainer.network.heads["segmentation"].trainable_variables
+    nrm = trainer.network.heads["normals"].trainable_variables
     bn = backbone.get_layer("bn1")
     values = {
         "conv1": backbone.get_layer("conv1").kernel, "gamma": bn.gamma,
@@ -194,16 +218,27 @@ class MetaGradientTest(parameterized.TestCase):
             checked += 1
         self.assertGreaterEqual(checked, 8)
 
-    @parameterized.named_parameters(("k1", 1), ("k2", 2))
-    def test_equals_an_independent_unrolled_computation(self, steps):
-        trainer = build_trainer(steps)
+    @parameterized.named_parameters(
+        ("k1", 1, "differentiable", (True, True)),
+        ("k2", 2, "differentiable", (True, True)),
+        ("single_task_episode", 2, "differentiable", (False, True)),
+        ("straight_through", 2, "straight_through", (True, True)),
+        ("inner_prox_off", 2, "off", (True, True)))
+    def test_equals_an_independent_unrolled_computation(self, steps,
+                                                        inner_prox, episode):
+        # A strong inner prox zeroes groups inside the inner loop, so the
+        # straight-through path is exercised.
+        trainer = build_trainer(steps, inner_prox=inner_prox,
+                                lam=0.02 if inner_prox == "differentiable"
+                                else 3.0)
         result = trainer.compute_meta_gradients(self.support, self.query,
-                                                self.episode)
+                                                tf.constant(episode))
         params = as_plain(trainer)
         raw = tf.constant(float(trainer.lam.raw.numpy()), tf.float64)
         weights, lam_grad = plain_meta_gradients(
             params, raw, self.support, self.query,
-            tf.constant([1.0, 1.0], tf.float64), steps, trainer.inner_lr)
+            tf.constant(episode, tf.float64), steps, trainer.inner_lr,
+            inner_prox)
         np.testing.assert_allclose(float(result.lam), float(lam_grad),
                                    rtol=1e-9)
         # meta_variables: backbone, segmentation head, normals head, weighting.
@@ -213,6 +248,31 @@ class MetaGradientTest(parameterized.TestCase):
         for name, ours in zip(order, result.weights):
             np.testing.assert_allclose(ours, weights[name], rtol=1e-8,
                                        atol=1e-12, err_msg=name)
+
+    def test_straight_through_changes_only_the_zeroed_groups_gradient(self):
+        # First order: a group zeroed by the inner prox then gets exactly
+        # zero meta-gradient without the straight-through path (the ratchet).
+        exact = build_trainer(1, lam=3.0, first_order=True
+                              ).compute_meta_gradients(
+            self.support, self.query, self.episode)
+        through = build_trainer(1, lam=3.0, first_order=True,
+                                inner_prox="straight_through"
+                                ).compute_meta_gradients(
+            self.support, self.query, self.episode)
+        # Same forward values and lambda gradient (a zeroed group carries no
+        # lambda dependence either way); the zeroed groups get a gradient.
+        # (Exact values: the independent computation above.)
+        np.testing.assert_allclose(through.query_loss, exact.query_loss)
+        np.testing.assert_allclose(through.lam, exact.lam, rtol=1e-12)
+        some_zeroed = False
+        for index in (0, 3):  # conv1, conv2
+            kernel = exact.weights[index].numpy()
+            zeroed = np.all(kernel == 0, axis=(0, 1, 3))
+            some_zeroed |= bool(zeroed.any())
+            moved = through.weights[index].numpy()
+            if zeroed.any():
+                self.assertFalse(np.all(moved[:, :, zeroed] == 0))
+        self.assertTrue(some_zeroed)
 
     def test_clipped_inner_steps_are_differentiated_exactly(self):
         trainer = build_trainer(3, inner_clip_norm=0.05)
@@ -259,12 +319,12 @@ class MetaGradientTest(parameterized.TestCase):
         # a query whose labels (all class 0, favoured by the head's bias) are
         # best predicted from weaker features. The implicit term of Eq. 15,
         # through the inner prox, outweighs the explicit one.
-        trainer = build_trainer(1, inner_lr=0.1, lam=0.01)
-        backbone = trainer.network.get_layer("backbone")
+        trainer = build_trainer(1, inner_lr=0.4, lam=0.02)
+        backbone = trainer.network.backbone
         for name, scale in (("conv1", 0.05), ("conv2", 0.02)):
             kernel = backbone.get_layer(name).kernel
             kernel.assign(kernel * scale)
-        head = trainer.network.get_layer("head_segmentation")
+        head = trainer.network.heads["segmentation"]
         head.trainable_variables[0].assign(head.trainable_variables[0] * 20)
         head.trainable_variables[1].assign([1.0, 0.0, 0.0])
         images, targets = self.query

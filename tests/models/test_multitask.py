@@ -4,10 +4,9 @@ import keras
 import numpy as np
 from absl.testing import parameterized
 
-from ms_keras.models import backbone_of
+from ms_keras.models import MultiTaskModel
 from ms_keras.models import build_backbone
 from ms_keras.models import build_multitask_model
-from ms_keras.models import head_of
 
 
 class MultitaskModelTest(parameterized.TestCase):
@@ -41,11 +40,14 @@ class MultitaskModelTest(parameterized.TestCase):
         trunk = build_backbone(name, (64, 40))
         self.assertEqual(tuple(trunk.output.shape[1:]), (8, 5, channels))
 
-    def test_sub_models_are_reachable(self):
-        model = build_multitask_model("synthetic_nyu", [2], "resnet_tiny",
+    def test_sub_models_are_attributes(self):
+        model = build_multitask_model("synthetic_nyu", [2, 1], "resnet_tiny",
                                       (32, 32))
-        self.assertEqual(backbone_of(model).name, "backbone")
-        self.assertEqual(head_of(model, "depth").name, "head_depth")
+        self.assertIsInstance(model, MultiTaskModel)
+        self.assertEqual(model.backbone.name, "backbone")
+        self.assertEqual(list(model.heads), ["depth", "segmentation"])
+        self.assertEqual(model.heads["depth"].name, "head_depth")
+        self.assertEqual(model.image_shape, (32, 32, 3))
 
     def test_saved_model_reloads_with_identical_outputs(self):
         model = build_multitask_model("synthetic_nyu", [1, 3], "resnet_tiny",
@@ -53,6 +55,8 @@ class MultitaskModelTest(parameterized.TestCase):
         path = os.path.join(self.create_tempdir().full_path, "m.keras")
         model.save(path)
         restored = keras.saving.load_model(path)
+        self.assertIsInstance(restored, MultiTaskModel)
+        self.assertEqual(list(restored.heads), ["segmentation", "normals"])
         for training in (False, True):
             expected = model(self.images, training=training)
             got = restored(self.images, training=training)

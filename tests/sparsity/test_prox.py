@@ -100,10 +100,6 @@ class SparsityStrengthTest(absltest.TestCase):
             lam_lib.SparsityStrength(0.1, beta=-1)
 
 
-if __name__ == "__main__":
-    absltest.main()
-
-
 class PenalisedKernelsTest(absltest.TestCase):
 
     def test_a_backbone_without_convs_is_refused(self):
@@ -113,3 +109,7 @@ class PenalisedKernelsTest(absltest.TestCase):
         model = keras.Model(image, keras.layers.Dense(2)(image), name="bb")
         with self.assertRaisesRegex(ValueError, "no trainable Conv2D"):
             groups.penalised_kernels(model)
+
+
+if __name__ == "__main__":
+    absltest.main()

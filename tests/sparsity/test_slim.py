@@ -95,7 +95,7 @@ def test_multitask_slim_keeps_heads_and_can_drop_them():
     from ms_keras.models import build_multitask_model
     network = build_multitask_model("synthetic_celeba", [1, 2], "resnet_tiny",
                                     (32, 32))
-    backbone = network.get_layer("backbone")
+    backbone = network.backbone
     zero_groups(backbone, "stage3_block1_conv2", [0, 1, 2])
     images = np.random.default_rng(0).uniform(size=(2, 32, 32, 3))
     slim_model = slim.slim_multitask_model(network)

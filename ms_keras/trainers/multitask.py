@@ -17,15 +17,21 @@ class MultiTaskTrainer(keras.Model):
 
     `train_step` computes every task's loss (Table 2), combines them with the
     loss weighting (uncertainty weighting, Eq. 2, or a plain sum) and applies
-    one optimizer step to the network and the weighting's parameters.
-    Per-task losses, metrics and weights are logged as `<task>_<name>`.
+    one optimizer step to the network and the weighting's parameters, then
+    the sparsity prox (fixed lambda) or a fixed sparsity pattern. Per-task
+    losses, metrics and weights are logged as `<task>_<name>`;
+    `task_losses` is the unweighted sum of the task losses, the model
+    selection criterion free of the learned weighting.
 
     Args:
-        network: a model from `build_multitask_model` (dict outputs).
+        network: a `MultiTaskModel`.
         task_specs: the TaskSpecs of its outputs, in order.
         loss_weighting: `uncertainty` or `equal`.
-        lam: optional `SparsityStrength` of a fixed-lambda sparsity run; the
-            `ProximalGroupLasso` callback reads it. It is logged as `lambda`.
+        lam: optional `SparsityStrength` (logged as `lambda`).
+        prox: optional `sparsity.proximal.OuterProx`, applied with `lam`
+            after every update.
+        masks: optional `sparsity.proximal.KernelMasks`: a sparsity pattern
+            that holds on the weights and their updates.
 
     Example:
 
@@ -35,28 +41,34 @@ class MultiTaskTrainer(keras.Model):
     """
 
     def __init__(self, network, task_specs, loss_weighting="uncertainty",
-                 lam=None, **kwargs):
+                 lam=None, prox=None, masks=None, **kwargs):
         super().__init__(**kwargs)
         if not task_specs:
             raise ValueError("`task_specs` must name at least one task.")
-        outputs = network.output
-        names = sorted(outputs) if isinstance(outputs, dict) else []
+        names = list(getattr(network, "heads", {}))
         missing = [t.name for t in task_specs if t.name not in names]
         if missing:
             raise ValueError(
-                f"The network has no output for tasks {missing}; its outputs "
-                f"must be a dict keyed by task name. Received: {names}")
+                f"The network has no head for tasks {missing}; it must be a "
+                f"MultiTaskModel with a head per task. Received heads: {names}")
+        if prox is not None and lam is None:
+            raise ValueError("A prox needs the sparsity strength `lam`.")
         self.network = network
         self.lam = lam
+        self.prox = prox
+        self.masks = masks
         self.task_specs = tuple(task_specs)
         self.loss_weighting = losses_lib.build_loss_weighting(
             loss_weighting, len(task_specs))
         self.loss_weighting.build()
         self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.task_sum_tracker = keras.metrics.Mean(name="task_losses")
         self.task_loss_trackers = [
             keras.metrics.Mean(name=f"{t.name}_loss") for t in task_specs]
         self.task_metrics = [metrics_lib.build_task_metrics(t)
                              for t in task_specs]
+        self.threshold_tracker = keras.metrics.Mean(
+            name="prox_outer_threshold")
 
     def build(self, input_shape=None):
         # The network and the loss weighting are built on construction.
@@ -69,14 +81,15 @@ class MultiTaskTrainer(keras.Model):
     @property
     def evaluation_metrics(self):
         """Trackers reported by `test_step`: losses and task metrics."""
-        tracked = [self.loss_tracker, *self.task_loss_trackers]
+        tracked = [self.loss_tracker, self.task_sum_tracker,
+                   *self.task_loss_trackers]
         for task_metrics in self.task_metrics:
             tracked.extend(task_metrics)
         return tracked
 
     @property
     def metrics(self):
-        return self.evaluation_metrics
+        return [*self.evaluation_metrics, self.threshold_tracker]
 
     def call(self, images, training=False):
         return self.network(images, training=training)
@@ -91,6 +104,7 @@ class MultiTaskTrainer(keras.Model):
     def update_metrics(self, total, task_losses, targets, predictions):
         """Updates the loss trackers and every task's metrics."""
         self.loss_tracker.update_state(total)
+        self.task_sum_tracker.update_state(tf.reduce_sum(task_losses))
         for i, task in enumerate(self.task_specs):
             self.task_loss_trackers[i].update_state(task_losses[i])
             for metric in self.task_metrics[i]:
@@ -113,6 +127,24 @@ class MultiTaskTrainer(keras.Model):
             logs["lambda"] = self.lam.value()
         return logs
 
+    def apply_update(self, gradients, variables, lam=None):
+        """The optimizer's update, then the fixed pattern and the prox.
+
+        Args:
+            gradients: gradients aligned with `variables`.
+            variables: the variables the optimizer updates.
+            lam: lambda of the prox (default: the current one).
+        """
+        if self.masks is not None:
+            gradients = self.masks.mask_gradients(gradients, variables)
+        self.optimizer.apply(gradients, variables)
+        if self.masks is not None:
+            self.masks.apply()
+        if self.prox is not None:
+            lam = self.lam.value() if lam is None else lam
+            self.threshold_tracker.update_state(
+                self.prox.apply(self.optimizer, lam))
+
     def train_step(self, data):
         images, targets = data
         with tf.GradientTape() as tape:
@@ -121,10 +153,12 @@ class MultiTaskTrainer(keras.Model):
             total = self.loss_weighting(task_losses)
             scaled = replica_scale(total)
         variables = self.trainable_variables
-        gradients = tape.gradient(scaled, variables)
-        self.optimizer.apply(gradients, variables)
+        self.apply_update(tape.gradient(scaled, variables), variables)
         self.update_metrics(total, task_losses, targets, predictions)
-        return self.logs(self.evaluation_metrics)
+        trackers = self.evaluation_metrics
+        if self.prox is not None:
+            trackers = [*trackers, self.threshold_tracker]
+        return self.logs(trackers)
 
     def test_step(self, data):
         images, targets = data

@@ -6,9 +6,11 @@ batch (each followed by the differentiable prox), and the query batch gives
 the meta-objective of Eq. 10: query loss + lam * R(theta_b*). The weights'
 meta-gradient comes from the query loss (the penalty reaches them through the
 prox); lambda's is the total derivative of Eq. 15 (explicit + implicit
-terms). Gradients are averaged over the episodes and applied by the compiled
-optimizer (lambda by its own); the `ProximalGroupLasso` callback then applies
-the outer prox.
+terms). In Alg. 3's order the averaged gradients update the weights, the
+outer prox thresholds them with the lambda of the step, and then lambda
+takes its own step. Last, one training-mode pass at the updated meta weights
+refreshes the batch-norm moving statistics, so that inference uses
+statistics of the weights that are evaluated and shipped.
 """
 
 import collections
@@ -18,17 +20,16 @@ import tensorflow as tf
 
 from ms_keras import losses as losses_lib
 from ms_keras.meta import inner_loop
-from ms_keras.models import backbone_of
-from ms_keras.models import head_of
 from ms_keras.sparsity import groups as groups_lib
 from ms_keras.sparsity import prox as prox_lib
-from ms_keras.training.multitask_trainer import MultiTaskTrainer
-from ms_keras.training.multitask_trainer import replica_scale
+from ms_keras.trainers.multitask import MultiTaskTrainer
+from ms_keras.trainers.multitask import replica_scale
+
+INNER_PROX_MODES = ("differentiable", "straight_through", "off")
 
 MetaGradients = collections.namedtuple(
     "MetaGradients",
-    ["weights", "lam", "query_loss", "objective", "task_losses",
-     "backbone_statistics", "head_statistics"])
+    ["weights", "lam", "query_loss", "objective", "task_losses", "penalty"])
 MetaGradients.__doc__ = """Meta-gradients of one episode, not yet applied.
 
 Attributes:
@@ -38,9 +39,8 @@ Attributes:
     query_loss: the episode's loss on the query batch at the adapted weights.
     objective: query_loss + lam * R(theta_b*) (Eq. 10).
     task_losses: per-task query losses (0 for tasks outside the episode).
-    backbone_statistics: backbone batch-norm moving statistics after one
-        update from the query pass.
-    head_statistics: the same per head (unchanged for inactive heads).
+    penalty: R(theta_b*), the explicit term of lambda's gradient (Eq. 14);
+        0 without sparsity.
 """
 
 
@@ -48,17 +48,27 @@ class MetaSparsityTrainer(MultiTaskTrainer):
     """Meta-trains a multi-task model and its sparsity strength (Alg. 3).
 
     Args:
-        network: a model from `build_multitask_model`.
+        network: a `MultiTaskModel`.
         task_specs: TaskSpecs of its outputs.
-        loss_weighting: `uncertainty` or `equal` (the episode loss F_c).
+        loss_weighting: `uncertainty` or `equal`: the loss F_c of multi-task
+            episodes; a single-task episode uses its task's loss alone
+            (Alg. 3: L_Ei = l_Tj).
         sparsity: `channel`, `unstructured` or `none` (meta-learning
             baseline: no penalty, no prox, no lambda).
         lam: a `SparsityStrength` (required unless `sparsity` is `none`).
+        prox: the outer `sparsity.proximal.OuterProx` (required unless
+            `sparsity` is `none`).
+        masks: optional `sparsity.proximal.KernelMasks` (a fixed pattern).
         inner_steps: SGD steps of the inner loop (k).
         inner_lr: inner learning rate (alpha_in).
         first_order: drop second derivatives (FOMAML).
-        inner_prox: apply the prox after each inner step (needed for
-            lambda's implicit gradient).
+        inner_prox: the prox after each inner step: `differentiable` (lambda
+            gets the implicit term of Eq. 15 through it), `straight_through`
+            (the same forward values; the weights of a group the inner prox
+            zeroes get the gradient of the identity instead of zero, so a
+            group zeroed only inside the inner loop keeps a meta-gradient
+            that can defend it) or `off` (Alg. 3 literally: lambda then gets
+            only the explicit term, Eq. 14).
         regrow_prob: probability of re-initialising a zero group in the fast
             weights at the start of each episode.
         inner_clip_norm: if > 0, clip each inner gradient to this global
@@ -69,23 +79,27 @@ class MetaSparsityTrainer(MultiTaskTrainer):
 
     Example:
 
-    >>> trainer = MetaSparsityTrainer(network, specs, lam=SparsityStrength())
+    >>> trainer = MetaSparsityTrainer(network, specs, lam=SparsityStrength(),
+    ...                               prox=OuterProx(network.backbone))
     >>> trainer.compile(optimizer=keras.optimizers.Adam(1e-3),
-    ...                 lambda_optimizer=keras.optimizers.Adam(1e-3))
-    >>> trainer.fit(meta_batches, callbacks=[ProximalGroupLasso()])
+    ...                 lambda_optimizer=keras.optimizers.SGD(1e-4))
+    >>> trainer.fit(meta_batches)
     """
 
     def __init__(self, network, task_specs, loss_weighting="uncertainty",
-                 sparsity=groups_lib.CHANNEL, lam=None, inner_steps=1,
-                 inner_lr=1e-2, first_order=False, inner_prox=True,
-                 regrow_prob=0.0, inner_clip_norm=0.0, seed=0, **kwargs):
+                 sparsity=groups_lib.CHANNEL, lam=None, prox=None, masks=None,
+                 inner_steps=1, inner_lr=1e-2, first_order=False,
+                 inner_prox="differentiable", regrow_prob=0.0,
+                 inner_clip_norm=0.0, seed=0, **kwargs):
         if sparsity not in groups_lib.KINDS:
             raise ValueError(
                 f"`sparsity` must be one of {groups_lib.KINDS}. Received: "
                 f"sparsity={sparsity}")
-        if sparsity != groups_lib.NONE and lam is None:
+        sparse = sparsity != groups_lib.NONE
+        if sparse and (lam is None or prox is None):
             raise ValueError(
-                f"sparsity='{sparsity}' needs a sparsity strength `lam`.")
+                f"sparsity='{sparsity}' needs a sparsity strength `lam` and "
+                "an outer `prox`.")
         if inner_steps < 1:
             raise ValueError(
                 f"`inner_steps` must be >= 1. Received: inner_steps={inner_steps}")
@@ -100,23 +114,39 @@ class MetaSparsityTrainer(MultiTaskTrainer):
             raise ValueError(
                 "`regrow_prob` must be in [0, 1]. Received: "
                 f"regrow_prob={regrow_prob}")
+        if inner_prox not in INNER_PROX_MODES:
+            raise ValueError(
+                f"`inner_prox` must be one of {INNER_PROX_MODES}. Received: "
+                f"inner_prox={inner_prox}")
         super().__init__(network, task_specs, loss_weighting,
-                         lam=None if sparsity == groups_lib.NONE else lam,
-                         **kwargs)
+                         lam=lam if sparse else None,
+                         prox=prox if sparse else None, masks=masks, **kwargs)
         self.sparsity = sparsity
         self.inner_steps = int(inner_steps)
         self.inner_lr = float(inner_lr)
         self.first_order = bool(first_order)
-        self.inner_prox = bool(inner_prox)
+        self.inner_prox = inner_prox
         self.regrow_prob = float(regrow_prob)
         self.inner_clip_norm = float(inner_clip_norm)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.lambda_optimizer = None
-        self.backbone = backbone_of(network)
-        self.heads = [head_of(network, t.name) for t in self.task_specs]
+        self.backbone = network.backbone
+        self.heads = [network.heads[t.name] for t in self.task_specs]
         self.penalised = [k.index for k in
                           groups_lib.penalised_kernels(self.backbone)]
+        # Mean sqrt(n_g) over groups: the inner threshold per unit lambda.
+        kernels = [self.backbone.trainable_variables[i]
+                   for i in self.penalised]
+        self._mean_root_group_size = float(
+            sum(k.shape[2] * prox_lib.group_size(k) ** 0.5 for k in kernels)
+            / sum(k.shape[2] for k in kernels))
         self.objective_tracker = keras.metrics.Mean(name="objective")
+        self.explicit_tracker = keras.metrics.Mean(
+            name="lambda_grad_explicit")
+        self.implicit_tracker = keras.metrics.Mean(
+            name="lambda_grad_implicit")
+        self.inner_threshold_tracker = keras.metrics.Mean(
+            name="prox_inner_threshold")
 
     def compile(self, optimizer="adam", lambda_optimizer=None, **kwargs):
         """Like `keras.Model.compile`; `lambda_optimizer` updates lambda.
@@ -148,8 +178,17 @@ class MetaSparsityTrainer(MultiTaskTrainer):
         return variables
 
     @property
+    def sparsity_trackers(self):
+        """Trackers of lambda's gradient and of the prox thresholds."""
+        if self.lam is None:
+            return []
+        return [self.explicit_tracker, self.implicit_tracker,
+                self.threshold_tracker, self.inner_threshold_tracker]
+
+    @property
     def metrics(self):
-        return [self.objective_tracker, *super().metrics]
+        return [self.objective_tracker, *self.sparsity_trackers,
+                *self.evaluation_metrics]
 
     def _split(self, weights):
         """Flat fast weights -> (backbone, [head...], weighting) lists."""
@@ -163,32 +202,35 @@ class MetaSparsityTrainer(MultiTaskTrainer):
         return backbone, heads, weights[start:]
 
     def _episode_loss(self, weights, statistics, images, targets, episode):
-        """Episode loss at fast `weights`; returns (loss, task losses, stats).
+        """Episode loss at fast `weights`; returns (loss, task losses).
 
         Every head runs and tasks outside the episode are masked out: their
         losses and gradients are exactly zero. (Skipping them with `tf.cond`
         saves head compute but made tracing the second-order graph 4x slower
-        and each step slower on the models measured.) Every call gets the
-        meta model's moving statistics and returns updated ones.
+        and each step slower on the models measured.) A single-task episode's
+        loss is that task's loss (Alg. 3); the weighting F_c (Eq. 2) combines
+        the tasks of multi-task episodes. Batch norm uses batch statistics;
+        the moving statistics are not touched here.
         """
         backbone_stats, head_stats = statistics
         backbone_weights, head_weights, weighting_weights = self._split(
             weights)
-        features, new_backbone_stats = self.backbone.stateless_call(
+        features, _ = self.backbone.stateless_call(
             backbone_weights, backbone_stats, images, training=True)
-        losses, new_head_stats = [], []
+        losses = []
         for i, (task, head) in enumerate(zip(self.task_specs, self.heads)):
-            output, stats = head.stateless_call(
+            output, _ = head.stateless_call(
                 head_weights[i], head_stats[i], features, training=True)
             loss = tf.cast(losses_lib.task_loss(task, targets[task.name],
                                                 output), features.dtype)
             losses.append(tf.where(episode[i], loss, tf.zeros_like(loss)))
-            new_head_stats.append(stats)
         task_losses = tf.stack(losses)
-        total, _ = self.loss_weighting.stateless_call(
-            weighting_weights, [], task_losses,
-            tf.cast(episode, task_losses.dtype))
-        return total, task_losses, (new_backbone_stats, new_head_stats)
+        mask = tf.cast(episode, task_losses.dtype)
+        weighted, _ = self.loss_weighting.stateless_call(
+            weighting_weights, [], task_losses, mask)
+        single = tf.equal(tf.reduce_sum(mask), 1.0)
+        total = tf.where(single, tf.reduce_sum(task_losses), weighted)
+        return total, task_losses
 
     def _statistics(self):
         return ([v.value for v in self.backbone.non_trainable_variables],
@@ -198,6 +240,22 @@ class MetaSparsityTrainer(MultiTaskTrainer):
     def _uniform(self, shape, minval, maxval):
         return keras.random.uniform(shape, minval=minval, maxval=maxval,
                                     seed=self.seed_generator)
+
+    def _inner_prox(self, lam):
+        """The post-step map of the inner loop, or None."""
+        if self.sparsity == groups_lib.NONE or self.inner_prox == "off":
+            return None
+        straight_through = self.inner_prox == "straight_through"
+
+        def post_step(fast):
+            out = inner_loop.prox_at(fast, self.penalised, self.inner_lr,
+                                     lam, self.sparsity)
+            if straight_through:
+                out = inner_loop.straight_through_zeroed(
+                    fast, out, self.penalised, self.sparsity)
+            return out
+
+        return post_step
 
     def compute_meta_gradients(self, support, query, episode):
         """Meta-gradients of one episode, without applying them.
@@ -225,24 +283,19 @@ class MetaSparsityTrainer(MultiTaskTrainer):
                 return self._episode_loss(fast, statistics, *support,
                                           episode)[0]
 
-            post_step = None
-            if sparse and self.inner_prox:
-                def post_step(fast):
-                    return inner_loop.prox_at(fast, self.penalised,
-                                              self.inner_lr, lam,
-                                              self.sparsity)
-
             fast = inner_loop.adapt(support_loss, weights, self.inner_steps,
                                     self.inner_lr, self.first_order,
-                                    post_step, outer_tape=tape,
+                                    self._inner_prox(lam), outer_tape=tape,
                                     clip_norm=self.inner_clip_norm)
-            query_loss, task_losses, new_stats = self._episode_loss(
+            query_loss, task_losses = self._episode_loss(
                 fast, statistics, *query, episode)
             objective = query_loss
+            penalty = tf.zeros((), query_loss.dtype)
             if sparse:
-                kernels = [fast[i] for i in self.penalised]
+                penalty = prox_lib.penalty([fast[i] for i in self.penalised],
+                                           self.sparsity)
                 objective = query_loss + tf.cast(lam, query_loss.dtype) * (
-                    prox_lib.penalty(kernels, self.sparsity))
+                    penalty)
         weight_grads = tape.gradient(
             query_loss, variables,
             unconnected_gradients=tf.UnconnectedGradients.ZERO)
@@ -251,19 +304,24 @@ class MetaSparsityTrainer(MultiTaskTrainer):
             lam_grad = tape.gradient(objective, self.lam.raw)
             del tape
         return MetaGradients(weight_grads, lam_grad, query_loss, objective,
-                             task_losses, new_stats[0], new_stats[1])
+                             task_losses, tf.stop_gradient(penalty))
 
     def _zero_sums(self):
-        """Accumulators of one meta-batch, shaped like `MetaGradients`."""
-        zeros = lambda variables: [tf.zeros_like(v.value) for v in variables]
+        """Accumulators of one meta-batch."""
         return {
-            "weights": zeros(self.meta_variables),
+            "weights": [tf.zeros_like(v.value) for v in self.meta_variables],
             "lam": tf.zeros((), self.lam.raw.dtype) if self.learns_lambda
             else tf.zeros(()),
-            "backbone": zeros(self.backbone.non_trainable_variables),
-            "heads": [zeros(h.non_trainable_variables) for h in self.heads],
-            "active": tf.zeros((len(self.heads),), self.compute_dtype),
         }
+
+    def _track_lambda_gradient(self, raw_gradient, penalty):
+        """Splits lambda's gradient (per unit lambda) into the explicit term
+        R(theta_b*) (Eq. 14) and the implicit rest (Eq. 15)."""
+        total = raw_gradient / tf.cast(self.lam.derivative(),
+                                       raw_gradient.dtype)
+        explicit = tf.cast(penalty, total.dtype)
+        self.explicit_tracker.update_state(explicit)
+        self.implicit_tracker.update_state(total - explicit)
 
     def train_step(self, data):
         episodes = data["episodes"]
@@ -279,50 +337,45 @@ class MetaSparsityTrainer(MultiTaskTrainer):
             active = tf.cast(episodes[m], self.compute_dtype)
             self.loss_tracker.update_state(result.query_loss)
             self.objective_tracker.update_state(result.objective)
+            self.task_sum_tracker.update_state(
+                tf.reduce_sum(result.task_losses))
             for i, tracker in enumerate(self.task_loss_trackers):
                 tracker.update_state(result.task_losses[i],
                                      sample_weight=active[i])
-            add = lambda a, b: [x + y for x, y in zip(a, b)]
-            sums = {
-                "weights": add(sums["weights"], result.weights),
+            if self.learns_lambda:
+                self._track_lambda_gradient(result.lam, result.penalty)
+            return m + 1, {
+                "weights": [x + y for x, y in zip(sums["weights"],
+                                                  result.weights)],
                 "lam": sums["lam"] + (0.0 if result.lam is None
                                       else result.lam),
-                "backbone": add(sums["backbone"],
-                                result.backbone_statistics),
-                "heads": [add(total, [active[i] * s for s in stats])
-                          for i, (total, stats) in enumerate(
-                              zip(sums["heads"], result.head_statistics))],
-                "active": sums["active"] + active,
             }
-            return m + 1, sums
 
         # One traced body for every episode of the meta-batch.
         _, sums = tf.while_loop(lambda m, _: m < meta_batch, episode_body,
                                 (tf.constant(0), self._zero_sums()))
         scale = 1.0 / tf.cast(meta_batch, self.compute_dtype)
-        self.optimizer.apply(
+        lam_of_step = None if self.lam is None else self.lam.value()
+        self.apply_update(
             [replica_scale(g * tf.cast(scale, g.dtype))
-             for g in sums["weights"]], self.meta_variables)
+             for g in sums["weights"]], self.meta_variables, lam_of_step)
+        if self.lam is not None:
+            self.inner_threshold_tracker.update_state(
+                self.inner_lr * lam_of_step * self._mean_root_group_size)
         if self.learns_lambda:
             self.lambda_optimizer.apply(
                 [replica_scale(sums["lam"] * tf.cast(scale, sums["lam"].dtype))],
                 [self.lam.raw])
-        self._update_statistics(sums["backbone"], sums["heads"],
-                                sums["active"], meta_batch)
+        self.refresh_statistics(data["query_images"])
         return self.logs([self.loss_tracker, self.objective_tracker,
-                          *self.task_loss_trackers])
+                          self.task_sum_tracker, *self.task_loss_trackers,
+                          *self.sparsity_trackers])
 
-    def _update_statistics(self, backbone_sum, head_sums, head_counts,
-                           meta_batch):
-        """One moving-statistics update: the mean of the query passes'."""
-        count = tf.cast(meta_batch, self.compute_dtype)
-        for variable, total in zip(self.backbone.non_trainable_variables,
-                                   backbone_sum):
-            variable.assign(tf.stop_gradient(total / count))
-        for i, head in enumerate(self.heads):
-            count = head_counts[i]
-            for variable, total in zip(head.non_trainable_variables,
-                                       head_sums[i]):
-                mean = total / tf.maximum(count, 1.0)
-                variable.assign(tf.stop_gradient(
-                    tf.where(count > 0, mean, variable.value)))
+    def refresh_statistics(self, images):
+        """One moving-statistics update from a training-mode pass at the meta
+        weights (after the update and the prox) over every query image of
+        the meta-batch: the statistics then belong to the weights that are
+        evaluated and shipped, not to the sparser fast weights."""
+        shape = tf.shape(images)
+        flat = tf.reshape(images, tf.concat([[-1], shape[2:]], axis=0))
+        self.network(flat, training=True)

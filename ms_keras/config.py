@@ -1,0 +1,436 @@
+"""The experiment configuration: nested, frozen, validated once, versioned.
+
+An `ExperimentConfig` is everything that defines a run. Its sections are
+frozen dataclasses (data, model, training, sparsity or None, meta or None,
+transfer or None); each validates its own fields when constructed, and the
+experiment checks how the sections combine. The run directory keeps it as
+`config.json` (with `CONFIG_VERSION`); `from_dict(to_dict(c)) == c`.
+
+Field names equal the command-line flags that set them (`flags.py` maps
+flags onto sections by name), so a new hyperparameter is one field here, one
+flag and its use. Fields marked `RUN_CONTROL` (where files are, how verbose)
+may change when a run is resumed; every other field is the experiment's
+identity.
+"""
+
+import dataclasses
+import typing
+
+from ms_keras import tasks as tasks_lib
+from ms_keras.data import DataConfig
+from ms_keras.meta import episodes as episodes_lib
+from ms_keras.models import BACKBONES
+from ms_keras.models.heads import DEFAULT_ASPP_RATES
+from ms_keras.sparsity import groups as groups_lib
+from ms_keras.sparsity import proximal
+
+CONFIG_VERSION = 1
+MODES = ("stl", "mtl", "meta")
+OPTIMIZERS = ("adam", "sgd")
+LOSS_WEIGHTINGS = ("uncertainty", "equal")
+ACTIVATIONS = ("relu", "gelu")
+TRAIN_SCOPES = ("all", "new_heads")
+SPARSITY_KINDS = (groups_lib.CHANNEL, groups_lib.UNSTRUCTURED)
+# Model selection: the validation figure the best checkpoint and early
+# stopping follow, and whether lower is better.
+MONITORS = {"task_losses": True, "delta_m": False, "loss": True}
+INNER_PROX = ("differentiable", "straight_through", "off")
+LAMBDA_OPTIMIZERS = ("sgd", "adam")
+
+# Field metadata: settings that may differ between runs of one experiment.
+RUN_CONTROL = {"run_control": True}
+
+
+def _field(default, run_control=False):
+    return dataclasses.field(default=default,
+                             metadata=RUN_CONTROL if run_control else {})
+
+
+def _check(condition, message):
+    if not condition:
+        raise ValueError(message)
+
+
+def _check_positive(section, *names):
+    for name in names:
+        value = getattr(section, name)
+        _check(value > 0, f"--{name}={value}: must be positive.")
+
+
+def _check_non_negative(section, *names):
+    for name in names:
+        value = getattr(section, name)
+        _check(value >= 0, f"--{name}={value}: must be >= 0.")
+
+
+def _check_choice(section, name, allowed):
+    value = getattr(section, name)
+    _check(value in allowed,
+           f"--{name}={value}: expected one of {', '.join(allowed)}.")
+
+
+def _as_tuple(section, name):
+    """Stores a list-valued field as a tuple (hashable, JSON round-trip)."""
+    value = getattr(section, name)
+    if value is not None and not isinstance(value, tuple):
+        object.__setattr__(section, name, tuple(value))
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The multi-task network.
+
+    Attributes:
+        backbone: dilated ResNet name (`models.BACKBONES`).
+        activation: `relu` or `gelu`.
+        head_filters: head width (0: the backbone's default).
+        aspp_rates: dilation rates of the ASPP branches.
+    """
+
+    backbone: str = "resnet_tiny"
+    activation: str = "relu"
+    head_filters: int = 0
+    aspp_rates: tuple = DEFAULT_ASPP_RATES
+
+    def __post_init__(self):
+        _as_tuple(self, "aspp_rates")
+        _check_choice(self, "backbone", tuple(BACKBONES))
+        _check_choice(self, "activation", ACTIVATIONS)
+        _check_non_negative(self, "head_filters")
+        _check(self.aspp_rates and min(self.aspp_rates) > 0,
+               f"--aspp_rates={','.join(map(str, self.aspp_rates))}: expected "
+               "positive integers.")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """The training loop (Alg. 1; the outer loop of Alg. 3).
+
+    Attributes:
+        batch_size: examples per batch (per support / query batch in meta).
+        epochs: maximum number of epochs.
+        steps_per_epoch: optimizer steps per epoch (0: one pass over train).
+        validation_steps: validation batches per epoch (0: the whole split).
+        learning_rate: (outer) learning rate.
+        optimizer: `adam` or `sgd`.
+        momentum: SGD's momentum (0: plain SGD, as Alg. 1 and 3 write it).
+        clip_norm: clip the (meta-)gradient to this global norm (0: off).
+        loss_weighting: `uncertainty` (Eq. 2) or `equal`.
+        monitor: what model selection (best checkpoint, early stopping)
+            follows on the validation split: `task_losses` (the unweighted
+            sum of the task losses), `delta_m` (mean relative change of the
+            tasks' metrics against `delta_m_reference`, higher is better) or
+            `loss` (the weighted training objective, with Eq. 2's learned
+            log-variances).
+        delta_m_reference: a finished run whose validation metrics are the
+            reference of `delta_m`.
+        early_stopping_patience: epochs without validation improvement before
+            stopping (0: never stop early).
+        seed: seed of initialisation, shuffling, augmentation and episodes.
+        jit_compile: compile the train step with XLA.
+        verbose: Keras progress output (0, 1, 2).
+    """
+
+    batch_size: int = 8
+    epochs: int = 10
+    steps_per_epoch: int = 0
+    validation_steps: int = 0
+    learning_rate: float = 1e-3
+    optimizer: str = "adam"
+    momentum: float = 0.0
+    clip_norm: float = 0.0
+    loss_weighting: str = "uncertainty"
+    monitor: str = "task_losses"
+    delta_m_reference: typing.Optional[str] = None
+    early_stopping_patience: int = 5
+    seed: int = 0
+    jit_compile: bool = _field(False, run_control=True)
+    verbose: int = _field(1, run_control=True)
+
+    def __post_init__(self):
+        _check_positive(self, "batch_size", "epochs", "learning_rate")
+        _check_non_negative(self, "steps_per_epoch", "validation_steps",
+                            "clip_norm", "early_stopping_patience")
+        _check_choice(self, "optimizer", OPTIMIZERS)
+        _check(0.0 <= self.momentum < 1.0,
+               f"--momentum={self.momentum}: must be in [0, 1).")
+        _check(self.optimizer == "sgd" or not self.momentum,
+               f"--momentum={self.momentum} applies to --optimizer=sgd only.")
+        _check_choice(self, "loss_weighting", LOSS_WEIGHTINGS)
+        _check_choice(self, "monitor", tuple(MONITORS))
+        _check((self.monitor == "delta_m") == bool(self.delta_m_reference),
+               "--monitor=delta_m needs --delta_m_reference=<finished run> "
+               "and the reference is used by --monitor=delta_m only; got "
+               f"--monitor={self.monitor} --delta_m_reference="
+               f"{self.delta_m_reference}.")
+        _check(self.verbose in (0, 1, 2),
+               f"--verbose={self.verbose}: expected 0, 1 or 2.")
+
+
+@dataclasses.dataclass(frozen=True)
+class SparsityConfig:
+    """The sparsity penalty on the backbone convolutions.
+
+    Attributes:
+        kind: `channel` (group lasso over input channels, Eq. 5) or
+            `unstructured` (l1); the `--sparsity` flag (`none`: no section).
+        lam: fixed lambda of a stl/mtl run (0 in a meta run, which learns it).
+        lambda_beta: softplus sharpness, `lam = softplus(beta * raw) / beta`.
+        prox_step: how the outer prox fits the optimizer
+            (`sparsity.proximal.PROX_STEPS`): `adam_metric`, `reset_moments`
+            or `plain`.
+        preserve_norm: the outer prox keeps the norm of every kernel that
+            batch norm follows (see `sparsity.proximal`).
+        sparsity_log_steps: steps between TensorBoard sparsity summaries.
+    """
+
+    kind: str = groups_lib.CHANNEL
+    lam: float = 0.0
+    lambda_beta: float = 1.0
+    prox_step: str = proximal.ADAM_METRIC
+    preserve_norm: bool = True
+    sparsity_log_steps: int = 1
+
+    def __post_init__(self):
+        _check_choice(self, "prox_step", proximal.PROX_STEPS)
+        _check(self.kind in SPARSITY_KINDS,
+               f"--sparsity={self.kind}: expected one of none, "
+               f"{', '.join(SPARSITY_KINDS)}.")
+        _check_non_negative(self, "lam")
+        _check_positive(self, "lambda_beta", "sparsity_log_steps")
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaConfig:
+    """Meta-training (Alg. 3): episodes, the inner loop, a learned lambda.
+
+    Attributes:
+        meta_batch_size: episodes per meta-update.
+        inner_steps: inner-loop SGD steps (k).
+        inner_lr: inner-loop learning rate.
+        first_order: first-order meta-gradients (FOMAML).
+        inner_prox: the prox inside the inner loop of a sparse run:
+            `differentiable`, `straight_through` (zeroed groups keep their
+            weights' meta-gradient) or `off` (Alg. 3 literally).
+        regrow_prob: regrowth probability of zero groups in the inner loop.
+        inner_clip_norm: bound on the global norm of each inner gradient
+            (0: none).
+        episode_sampler: `uniform`, `all_tasks` or `size<=k`.
+        lambda_init: initial lambda of a sparse meta run (None: U[0.1, 1]).
+        lambda_optimizer: `sgd` (a step proportional to lambda's gradient,
+            so lambda slows where its gradient shrinks) or `adam` (steps of
+            about `lambda_lr` whatever the gradient).
+        lambda_lr: lambda's learning rate (0: the training learning rate).
+    """
+
+    meta_batch_size: int = 1
+    inner_steps: int = 1
+    inner_lr: float = 1e-2
+    first_order: bool = False
+    inner_prox: str = "differentiable"
+    regrow_prob: float = 0.0
+    inner_clip_norm: float = 0.0
+    episode_sampler: str = episodes_lib.UNIFORM
+    lambda_init: typing.Optional[float] = None
+    lambda_optimizer: str = "sgd"
+    lambda_lr: float = 0.0
+
+    def __post_init__(self):
+        _check_positive(self, "meta_batch_size", "inner_steps", "inner_lr")
+        _check_choice(self, "inner_prox", INNER_PROX)
+        _check_choice(self, "lambda_optimizer", LAMBDA_OPTIMIZERS)
+        _check_non_negative(self, "inner_clip_norm", "lambda_lr")
+        _check(0.0 <= self.regrow_prob <= 1.0,
+               f"--regrow_prob={self.regrow_prob}: must be in [0, 1].")
+        _check(self.lambda_init is None or self.lambda_init > 0,
+               f"--lambda_init={self.lambda_init}: must be positive.")
+        episodes_lib.check_sampler(self.episode_sampler)
+
+
+@dataclasses.dataclass(frozen=True)
+class TransferConfig:
+    """Where a meta-testing (fine-tuning) run starts from.
+
+    Attributes:
+        from_dir: the finished run whose backbone (and the heads of the tasks
+            both have) start this one; its sparsity pattern is kept.
+        train_scope: `all` trains backbone and heads; `new_heads` only the
+            heads of tasks `from_dir` did not have.
+    """
+
+    from_dir: str
+    train_scope: str = "all"
+
+    def __post_init__(self):
+        _check_choice(self, "train_scope", TRAIN_SCOPES)
+
+
+def check_lambda_setting(mode, lam):
+    """A fixed lambda belongs to sparse stl/mtl runs; meta runs learn it.
+
+    Args:
+        mode: `stl`, `mtl` or `meta`.
+        lam: the fixed lambda of a sparse run, None for a dense run.
+    """
+    if lam is None:
+        return
+    _check(mode == "meta" or lam > 0,
+           f"--mode={mode} with sparsity needs a fixed --lam > 0 (the paper "
+           f"uses 1e-3, 1e-4, 1e-5); got --lam={lam}.")
+    _check(mode != "meta" or not lam,
+           "--lam fixes lambda for stl/mtl runs; --mode=meta learns it (set "
+           "its start with --lambda_init).")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything that defines a training run.
+
+    Attributes:
+        data: where the examples come from (`data.DataConfig`).
+        tasks: task names, in order.
+        mode: `stl` (one task), `mtl` (Alg. 1) or `meta` (Alg. 3).
+        model: the network.
+        training: the training loop.
+        sparsity: the penalty, or None for a dense run.
+        meta: the meta-training settings; set exactly when `mode` is `meta`.
+        transfer: the run a fine-tuning run starts from, or None.
+        model_dir: where the run's files go.
+    """
+
+    data: DataConfig
+    tasks: tuple
+    mode: str = "mtl"
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    sparsity: typing.Optional[SparsityConfig] = None
+    meta: typing.Optional[MetaConfig] = None
+    transfer: typing.Optional[TransferConfig] = None
+    model_dir: str = _field(None, run_control=True)
+
+    def __post_init__(self):
+        _as_tuple(self, "tasks")
+        for name, cls in _SECTIONS.items():
+            value = getattr(self, name)
+            optional = name in ("sparsity", "meta", "transfer")
+            _check(isinstance(value, cls) or (optional and value is None),
+                   f"`{name}` must be a {cls.__name__}"
+                   f"{' or None' if optional else ''}. Received: {value!r}")
+        _check_choice(self, "mode", MODES)
+        _check(self.mode != "stl" or len(self.tasks) == 1,
+               f"--mode=stl trains one task; got {len(self.tasks)} "
+               f"(tasks={','.join(self.tasks)}).")
+        _check((self.mode == "meta") == (self.meta is not None),
+               f"--mode={self.mode}: meta settings are "
+               f"{'missing' if self.meta is None else 'given'}; they belong "
+               "to --mode=meta exactly.")
+        check_lambda_setting(self.mode,
+                             self.sparsity and self.sparsity.lam)
+        if self.meta is not None:
+            episodes_lib.episode_table(self.meta.episode_sampler,
+                                       len(self.tasks))
+        # Resolves the names against the dataset (raises for unknown ones).
+        self.task_specs  # noqa: B018
+
+    @property
+    def task_specs(self):
+        return tasks_lib.parse_tasks(self.data.spec, self.tasks)
+
+    @property
+    def sparse(self):
+        return self.sparsity is not None
+
+    @property
+    def learns_lambda(self):
+        return self.mode == "meta" and self.sparse
+
+    def replace(self, **changes):
+        """A copy with `changes` (section objects or top-level fields)."""
+        return dataclasses.replace(self, **changes)
+
+    def identity(self):
+        """The config as a dict without run-control fields: two runs with the
+        same identity are the same experiment."""
+        return _strip_run_control(self)
+
+
+def for_finetuning(source, model_dir, transfer, tasks=None, training=None,
+                   data=None):
+    """The config of a meta-testing run that starts from `source`'s run.
+
+    Data and model are the source's; the tasks (default: the source's) and
+    the training loop are replaced by what the user gave; the source's
+    sparsity and meta-learning settings are dropped (its sparsity pattern
+    itself is kept by the trainer).
+
+    Args:
+        source: the source run's ExperimentConfig.
+        model_dir: the new run's directory.
+        transfer: a TransferConfig naming the source.
+        tasks: task names, or None for the source's.
+        training: `{field: value}` replacing the source's training fields.
+        data: `{field: value}` replacing the source's data fields (where
+            the files are).
+    """
+    tasks = tuple(tasks or source.tasks)
+    return source.replace(
+        tasks=tasks, mode="stl" if len(tasks) == 1 else "mtl",
+        data=dataclasses.replace(source.data, **(data or {})),
+        training=dataclasses.replace(source.training, **(training or {})),
+        sparsity=None, meta=None, transfer=transfer, model_dir=model_dir)
+
+
+_SECTIONS = {
+    "data": DataConfig, "model": ModelConfig, "training": TrainingConfig,
+    "sparsity": SparsityConfig, "meta": MetaConfig,
+    "transfer": TransferConfig,
+}
+
+
+def _strip_run_control(config):
+    result = {}
+    for field in dataclasses.fields(config):
+        if field.metadata.get("run_control"):
+            continue
+        value = getattr(config, field.name)
+        if dataclasses.is_dataclass(value):
+            value = _strip_run_control(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        result[field.name] = value
+    return result
+
+
+def to_dict(config):
+    """The JSON-ready dict of `config`, with `version`."""
+    payload = dataclasses.asdict(config)
+    payload["version"] = CONFIG_VERSION
+    return _lists(payload)
+
+
+def _lists(value):
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_lists(v) for v in value]
+    return value
+
+
+def from_dict(payload):
+    """Rebuilds (and so re-validates) a config written by `to_dict`.
+
+    Raises:
+        ValueError: for another version, unknown fields or invalid values.
+    """
+    payload = dict(payload)
+    version = payload.pop("version", None)
+    _check(version == CONFIG_VERSION,
+           f"config version {version} is not {CONFIG_VERSION} (written by "
+           "another ms_keras).")
+    try:
+        for name, cls in _SECTIONS.items():
+            if payload.get(name) is not None:
+                payload[name] = cls(**payload[name])
+        return ExperimentConfig(**payload)
+    except TypeError as e:
+        raise ValueError(f"config has unknown or missing fields ({e}).") from None

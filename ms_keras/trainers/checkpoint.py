@@ -1,0 +1,105 @@
+"""Model selection: the best checkpoint, written atomically, and delta_m."""
+
+import os
+
+import keras
+import numpy as np
+
+from ms_keras import metrics as metrics_lib
+from ms_keras import run_dir
+
+
+class AtomicBestCheckpoint(keras.callbacks.Callback):
+    """Saves the weights with the best monitored value, atomically.
+
+    Like `keras.callbacks.ModelCheckpoint(save_best_only=True,
+    save_weights_only=True)`, but the file is written to a temporary path and
+    renamed, so a crash never leaves a half-written best checkpoint. Next to
+    it, `<name>.json` records the monitor, its best value and the epoch.
+
+    Example:
+
+    >>> checkpoint = AtomicBestCheckpoint("run/checkpoints/best.weights.h5",
+    ...                                   "val_task_losses", "min")
+    >>> trainer.fit(batches, validation_data=val, callbacks=[checkpoint])
+
+    Args:
+        filepath: destination, ending in `.weights.h5`.
+        monitor: the log to follow (`val_loss` by default).
+        mode: `min` or `max`: which direction is better.
+    """
+
+    def __init__(self, filepath, monitor="val_loss", mode="min"):
+        super().__init__()
+        if not filepath.endswith(".weights.h5"):
+            raise ValueError(
+                "`filepath` must end in `.weights.h5`. "
+                f"Received: filepath={filepath}")
+        if mode not in ("min", "max"):
+            raise ValueError(
+                f"`mode` must be 'min' or 'max'. Received: mode={mode}")
+        self.filepath = filepath
+        self.monitor = monitor
+        self.mode = mode
+        self.best = np.inf if mode == "min" else -np.inf
+        self._record = os.path.splitext(filepath)[0] + ".json"
+
+    def _better(self, value):
+        return value < self.best if self.mode == "min" else value > self.best
+
+    def on_train_begin(self, logs=None):
+        # A resumed run must not replace its best checkpoint with a worse one.
+        if os.path.exists(self._record) and os.path.exists(self.filepath):
+            self.best = run_dir.read_json(self._record)["best"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            raise ValueError(
+                f"AtomicBestCheckpoint monitors '{self.monitor}', which the "
+                f"logs do not contain (have: {sorted(logs or {})}).")
+        if self._better(value):
+            self.best = float(value)
+            run_dir.atomic_write(self.filepath, self.model.save_weights)
+            run_dir.write_json(self._record, {"best": self.best,
+                                              "monitor": self.monitor,
+                                              "mode": self.mode,
+                                              "epoch": epoch + 1})
+
+
+class DeltaMLogger(keras.callbacks.Callback):
+    """Adds `val_delta_m` to the epoch logs: the mean relative change (%) of
+    the tasks' primary validation metrics against a reference run's
+    (`metrics.delta_m`); higher is better. Place it before the callbacks
+    that monitor it.
+
+    Example:
+
+    >>> logger = DeltaMLogger(dense_run_validation, config.task_specs)
+    >>> trainer.fit(batches, validation_data=val,
+    ...             callbacks=[logger, AtomicBestCheckpoint(path,
+    ...                                                     "val_delta_m", "max")])
+
+    Args:
+        reference: `{task: {metric: value}}` of the reference model.
+        task_specs: the tasks compared.
+    """
+
+    def __init__(self, reference, task_specs):
+        super().__init__()
+        self.reference = reference
+        self.task_specs = tuple(task_specs)
+        for task in self.task_specs:
+            metric, _ = metrics_lib.PRIMARY_METRICS[task.kind]
+            if metric not in reference.get(task.name, {}):
+                raise ValueError(
+                    f"The delta_m reference has no validation {task.name} "
+                    f"{metric}; it must have trained every task of this run.")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        grouped = metrics_lib.group_results(
+            logs, [t.name for t in self.task_specs], prefix="val_")
+        logs["val_delta_m"] = metrics_lib.delta_m(grouped, self.reference,
+                                                  self.task_specs)

@@ -1,1 +1,0 @@
-"""Trainers, callbacks and the experiment runner."""

@@ -23,6 +23,7 @@ from ms_keras.models import BACKBONES
 from ms_keras.models.heads import DEFAULT_ASPP_RATES
 from ms_keras.sparsity import groups as groups_lib
 from ms_keras.sparsity import proximal
+from ms_keras.sparsity import pruning as pruning_lib
 
 CONFIG_VERSION = 1
 MODES = ("stl", "mtl", "meta")
@@ -35,6 +36,9 @@ SPARSITY_KINDS = (groups_lib.CHANNEL, groups_lib.UNSTRUCTURED)
 # stopping follow, and whether lower is better.
 MONITORS = {"task_losses": True, "delta_m": False, "loss": True}
 INNER_PROX = ("differentiable", "straight_through", "off")
+PRUNING_METHODS = ("one_shot", "iterative", "progressive", "sparse_training")
+# Methods that prune a trained run (--from_dir) rather than a fresh model.
+PRUNES_A_TRAINED_RUN = ("one_shot", "iterative")
 LAMBDA_OPTIMIZERS = ("sgd", "adam")
 
 # Field metadata: settings that may differ between runs of one experiment.
@@ -129,6 +133,9 @@ class TrainingConfig:
         seed: seed of initialisation, shuffling, augmentation and episodes.
         jit_compile: compile the train step with XLA.
         verbose: Keras progress output (0, 1, 2).
+        tuned_values: how many values of the run's sparsity hyperparameter
+            (lambda, a pruning ratio, ...) were tried to arrive at it; the
+            cost table (Table 6) reports it with the training time.
     """
 
     batch_size: int = 8
@@ -146,6 +153,7 @@ class TrainingConfig:
     seed: int = 0
     jit_compile: bool = _field(False, run_control=True)
     verbose: int = _field(1, run_control=True)
+    tuned_values: int = _field(1, run_control=True)
 
     def __post_init__(self):
         _check_positive(self, "batch_size", "epochs", "learning_rate")
@@ -165,6 +173,7 @@ class TrainingConfig:
                f"{self.delta_m_reference}.")
         _check(self.verbose in (0, 1, 2),
                f"--verbose={self.verbose}: expected 0, 1 or 2.")
+        _check_positive(self, "tuned_values")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,8 +186,8 @@ class SparsityConfig:
         lam: fixed lambda of a stl/mtl run (0 in a meta run, which learns it).
         lambda_beta: softplus sharpness, `lam = softplus(beta * raw) / beta`.
         prox_step: how the outer prox fits the optimizer
-            (`sparsity.proximal.PROX_STEPS`): `adam_metric`, `reset_moments`
-            or `plain`.
+            (`sparsity.proximal.PROX_STEPS`): `adam_metric_reset`,
+            `adam_metric`, `reset_moments` or `plain`.
         preserve_norm: the outer prox keeps the norm of every kernel that
             batch norm follows (see `sparsity.proximal`).
         sparsity_log_steps: steps between TensorBoard sparsity summaries.
@@ -187,7 +196,7 @@ class SparsityConfig:
     kind: str = groups_lib.CHANNEL
     lam: float = 0.0
     lambda_beta: float = 1.0
-    prox_step: str = proximal.ADAM_METRIC
+    prox_step: str = proximal.ADAM_METRIC_RESET
     preserve_norm: bool = True
     sparsity_log_steps: int = 1
 
@@ -248,6 +257,68 @@ class MetaConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class PruningConfig:
+    """A pruning baseline (Table 5) at a parameter-sparsity budget.
+
+    Attributes:
+        method: `one_shot` (prune the trained `--from_dir` run once, then
+            fine-tune), `iterative` (prune the same fraction of the remaining
+            weights in each of `pruning_rounds` rounds of the fine-tuning),
+            `progressive` (from random initialisation, Zhu & Gupta's cubic
+            ramp between `pruning_begin_step` and `pruning_end_step`) or
+            `sparse_training` (a mask fixed at initialisation); the
+            `--pruning` flag.
+        pruning_mask: which groups go first: `magnitude`, `random` or `meta`
+            (those `mask_from` zeroed).
+        target_sparsity: the backbone parameter sparsity to reach (%).
+        budget_from: a finished run whose parameter sparsity is the budget
+            (instead of `target_sparsity`).
+        mask_from: the meta-sparsity run whose zeroed groups `meta` prunes.
+        pruning_rounds: rounds of `iterative`.
+        pruning_begin_step: first step of `progressive`'s ramp.
+        pruning_end_step: last step of the ramp (0: two thirds of training).
+        pruning_frequency: steps between `progressive`'s pruning updates.
+    """
+
+    method: str
+    pruning_mask: str = pruning_lib.MAGNITUDE
+    target_sparsity: typing.Optional[float] = None
+    budget_from: typing.Optional[str] = None
+    mask_from: typing.Optional[str] = None
+    pruning_rounds: int = 4
+    pruning_begin_step: int = 0
+    pruning_end_step: int = 0
+    pruning_frequency: int = 10
+
+    def __post_init__(self):
+        _check(self.method in PRUNING_METHODS,
+               f"--pruning={self.method}: expected one of none, "
+               f"{', '.join(PRUNING_METHODS)}.")
+        _check_choice(self, "pruning_mask", pruning_lib.MASK_SOURCES)
+        _check((self.target_sparsity is None) != (self.budget_from is None),
+               f"--pruning={self.method} needs exactly one budget: "
+               "--target_sparsity=<percent> or --budget_from=<finished "
+               f"run>; got --target_sparsity={self.target_sparsity} "
+               f"--budget_from={self.budget_from}.")
+        _check(self.target_sparsity is None
+               or 0.0 < self.target_sparsity < 100.0,
+               f"--target_sparsity={self.target_sparsity}: a parameter "
+               "sparsity in percent, between 0 and 100 (exclusive).")
+        _check((self.pruning_mask == pruning_lib.META) == bool(
+            self.mask_from),
+               "--pruning_mask=meta needs --mask_from=<meta-sparsity run>, "
+               "and --mask_from is used by --pruning_mask=meta only; got "
+               f"--pruning_mask={self.pruning_mask} "
+               f"--mask_from={self.mask_from}.")
+        _check_positive(self, "pruning_rounds", "pruning_frequency")
+        _check_non_negative(self, "pruning_begin_step", "pruning_end_step")
+        _check(not self.pruning_end_step
+               or self.pruning_end_step > self.pruning_begin_step,
+               f"--pruning_end_step={self.pruning_end_step} must come after "
+               f"--pruning_begin_step={self.pruning_begin_step}.")
+
+
+@dataclasses.dataclass(frozen=True)
 class TransferConfig:
     """Where a meta-testing (fine-tuning) run starts from.
 
@@ -294,7 +365,9 @@ class ExperimentConfig:
         training: the training loop.
         sparsity: the penalty, or None for a dense run.
         meta: the meta-training settings; set exactly when `mode` is `meta`.
-        transfer: the run a fine-tuning run starts from, or None.
+        pruning: a pruning baseline, or None.
+        transfer: the run a fine-tuning run (or one-shot / iterative
+            pruning) starts from, or None.
         model_dir: where the run's files go.
     """
 
@@ -305,6 +378,7 @@ class ExperimentConfig:
     training: TrainingConfig = TrainingConfig()
     sparsity: typing.Optional[SparsityConfig] = None
     meta: typing.Optional[MetaConfig] = None
+    pruning: typing.Optional[PruningConfig] = None
     transfer: typing.Optional[TransferConfig] = None
     model_dir: str = _field(None, run_control=True)
 
@@ -312,7 +386,7 @@ class ExperimentConfig:
         _as_tuple(self, "tasks")
         for name, cls in _SECTIONS.items():
             value = getattr(self, name)
-            optional = name in ("sparsity", "meta", "transfer")
+            optional = name in ("sparsity", "meta", "pruning", "transfer")
             _check(isinstance(value, cls) or (optional and value is None),
                    f"`{name}` must be a {cls.__name__}"
                    f"{' or None' if optional else ''}. Received: {value!r}")
@@ -329,6 +403,19 @@ class ExperimentConfig:
         if self.meta is not None:
             episodes_lib.episode_table(self.meta.episode_sampler,
                                        len(self.tasks))
+        if self.pruning is not None:
+            method = self.pruning.method
+            _check(self.mode != "meta" and self.sparsity is None,
+                   f"--pruning={method} trains a dense stl/mtl model and "
+                   "prunes it; it does not combine with --mode=meta or a "
+                   f"sparsity penalty (got --mode={self.mode} --sparsity="
+                   f"{self.sparsity.kind if self.sparsity else 'none'}).")
+            trained = method in PRUNES_A_TRAINED_RUN
+            _check(trained == (self.transfer is not None),
+                   f"--pruning={method} "
+                   + ("prunes a trained run: pass --from_dir=<finished dense "
+                      "run>." if trained else "starts from random "
+                      "initialisation; --from_dir does not apply."))
         # Resolves the names against the dataset (raises for unknown ones).
         self.task_specs  # noqa: B018
 
@@ -377,13 +464,14 @@ def for_finetuning(source, model_dir, transfer, tasks=None, training=None,
         tasks=tasks, mode="stl" if len(tasks) == 1 else "mtl",
         data=dataclasses.replace(source.data, **(data or {})),
         training=dataclasses.replace(source.training, **(training or {})),
-        sparsity=None, meta=None, transfer=transfer, model_dir=model_dir)
+        sparsity=None, meta=None, pruning=None, transfer=transfer,
+        model_dir=model_dir)
 
 
 _SECTIONS = {
     "data": DataConfig, "model": ModelConfig, "training": TrainingConfig,
     "sparsity": SparsityConfig, "meta": MetaConfig,
-    "transfer": TransferConfig,
+    "pruning": PruningConfig, "transfer": TransferConfig,
 }
 
 

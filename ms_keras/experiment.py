@@ -10,168 +10,18 @@ import keras
 import numpy as np
 from absl import logging
 
+from ms_keras import build
 from ms_keras import config as config_lib
 from ms_keras import data as data_lib
 from ms_keras import metrics as metrics_lib
 from ms_keras import run_dir
 from ms_keras import tasks as tasks_lib
-from ms_keras.data import pipeline
-from ms_keras.meta import episodes as episodes_lib
-from ms_keras.models import build_multitask_model
 from ms_keras.sparsity import callbacks as sparsity_callbacks
-from ms_keras.sparsity import proximal
-from ms_keras.sparsity.lam import SparsityStrength
+from ms_keras.sparsity import pruning as pruning_lib
 from ms_keras.sparsity.stats import SparsityMeter
 from ms_keras.trainers.checkpoint import AtomicBestCheckpoint
 from ms_keras.trainers.checkpoint import DeltaMLogger
-from ms_keras.trainers.meta_sparsity import MetaSparsityTrainer
-from ms_keras.trainers.multitask import MultiTaskTrainer
-
-
-def build_network(config):
-    """The `MultiTaskModel` of `config`."""
-    return build_multitask_model(
-        config.data.spec, config.task_specs, config.model.backbone,
-        config.data.image_size, activation=config.model.activation,
-        head_filters=config.model.head_filters or None,
-        aspp_rates=config.model.aspp_rates)
-
-
-def build_optimizer(training):
-    """The optimizer of the weights."""
-    clip = ({"global_clipnorm": training.clip_norm} if training.clip_norm
-            else {})
-    if training.optimizer == "sgd":
-        return keras.optimizers.SGD(training.learning_rate,
-                                    momentum=training.momentum, **clip)
-    return keras.optimizers.Adam(training.learning_rate, **clip)
-
-
-def build_lambda_optimizer(config):
-    """The optimizer of lambda's raw weight in a meta-sparsity run."""
-    learning_rate = config.meta.lambda_lr or config.training.learning_rate
-    if config.meta.lambda_optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate)
-    return keras.optimizers.Adam(learning_rate)
-
-
-def source_masks(transfer):
-    """`{conv name: bool mask}` of the run a fine-tuning run starts from."""
-    masks = np.load(run_dir.path(transfer.from_dir, run_dir.MASK_FILE))
-    return {name: masks[name] for name in masks.files}
-
-
-def build_lambda(config):
-    """The run's SparsityStrength, or None for a dense run."""
-    if not config.sparse:
-        return None
-    beta = config.sparsity.lambda_beta
-    if config.learns_lambda:
-        return SparsityStrength(config.meta.lambda_init, beta=beta,
-                                learnable=True, seed=config.training.seed,
-                                name="lam")
-    return SparsityStrength(config.sparsity.lam, beta=beta, learnable=False,
-                            name="lam")
-
-
-def transfer_from(network, transfer):
-    """Starts `network` from a finished run (meta-testing).
-
-    Copies the source's backbone and the heads of the tasks both have; with
-    `train_scope="new_heads"` those copied parts are frozen, so only the
-    heads of new tasks train.
-
-    Returns:
-        The names of the copied heads' tasks.
-    """
-    source = keras.saving.load_model(
-        run_dir.path(transfer.from_dir, run_dir.MODEL_FILE))
-    network.backbone.set_weights(source.backbone.get_weights())
-    shared = [name for name in network.heads if name in source.heads]
-    for name in shared:
-        network.heads[name].set_weights(source.heads[name].get_weights())
-    if transfer.train_scope == "new_heads":
-        network.backbone.trainable = False
-        for name in shared:
-            network.heads[name].trainable = False
-    return shared
-
-
-def build_trainer(config):
-    """A compiled, built trainer for `config`.
-
-    Weights are freshly initialised, or start from `config.transfer`.
-    """
-    training = config.training
-    keras.utils.set_random_seed(training.seed)
-    network = build_network(config)
-    if config.transfer:
-        transfer_from(network, config.transfer)
-    lam = build_lambda(config)
-    prox = (proximal.OuterProx(network.backbone, config.sparsity.kind,
-                               config.sparsity.prox_step,
-                               config.sparsity.preserve_norm)
-            if config.sparse else None)
-    masks = (proximal.KernelMasks(network.backbone,
-                                  source_masks(config.transfer))
-             if config.transfer else None)
-    if config.meta is not None:
-        meta = config.meta
-        trainer = MetaSparsityTrainer(
-            network, config.task_specs, training.loss_weighting,
-            sparsity=config.sparsity.kind if config.sparse else "none",
-            lam=lam, prox=prox, masks=masks, inner_steps=meta.inner_steps,
-            inner_lr=meta.inner_lr, first_order=meta.first_order,
-            inner_prox=meta.inner_prox, regrow_prob=meta.regrow_prob,
-            inner_clip_norm=meta.inner_clip_norm, seed=training.seed)
-        trainer.compile(optimizer=build_optimizer(training),
-                        lambda_optimizer=build_lambda_optimizer(config)
-                        if config.learns_lambda else None,
-                        jit_compile=training.jit_compile)
-    else:
-        trainer = MultiTaskTrainer(network, config.task_specs,
-                                   training.loss_weighting, lam=lam,
-                                   prox=prox, masks=masks)
-        trainer.compile(optimizer=build_optimizer(training),
-                        jit_compile=training.jit_compile)
-    if masks is not None:
-        masks.apply()
-    trainer(keras.ops.zeros((1, *config.data.image_size, 3)))
-    return trainer
-
-
-def training_batches(config):
-    """The training stream: plain batches, or meta-batches of episodes.
-
-    Meta-batches draw support and query batches from disjoint halves of the
-    training split, with independent random streams.
-    """
-    batch_size, seed = config.training.batch_size, config.training.seed
-    if config.meta is None:
-        return data_lib.load(config.data, config.task_specs, "train",
-                             batch_size, training=True, seed=seed)
-    support = data_lib.load(config.data, config.task_specs, "train[:50%]",
-                            batch_size, training=True, seed=seed,
-                            stream=pipeline.SUPPORT_STREAM)
-    query = data_lib.load(config.data, config.task_specs, "train[50%:]",
-                          batch_size, training=True, seed=seed,
-                          stream=pipeline.QUERY_STREAM)
-    table = episodes_lib.episode_table(config.meta.episode_sampler,
-                                       len(config.tasks))
-    return episodes_lib.meta_batches(support, query, table,
-                                     config.meta.meta_batch_size, seed)
-
-
-def steps_per_epoch(config):
-    """Optimizer steps per epoch: the configured count, else one pass over
-    the training split (over its support half in a meta run)."""
-    if config.training.steps_per_epoch:
-        return config.training.steps_per_epoch
-    train = data_lib.num_examples(config.data, "train")
-    if config.meta is not None:
-        return max(1, train // 2 // (config.training.batch_size
-                                     * config.meta.meta_batch_size))
-    return max(1, train // config.training.batch_size)
+from ms_keras.trainers.checkpoint import TrainingTimer
 
 
 def monitored(training):
@@ -198,14 +48,22 @@ def reference_validation(path):
 def _callbacks(config, trainer):
     model_dir = config.model_dir
     monitor, mode = monitored(config.training)
-    callbacks = [keras.callbacks.BackupAndRestore(
-        run_dir.path(model_dir, run_dir.BACKUP_DIR))]
+    callbacks = [
+        keras.callbacks.BackupAndRestore(
+            run_dir.path(model_dir, run_dir.BACKUP_DIR)),
+        TrainingTimer(run_dir.path(model_dir, run_dir.TIME_RECORD))]
+    eligible = None
+    if config.pruning:
+        callbacks.append(build.pruning_schedule(config, trainer.network.backbone,
+                                          trainer.masks))
+        eligible = "pruning_target_reached"
     if config.training.monitor == "delta_m":
         callbacks.append(DeltaMLogger(
             reference_validation(config.training.delta_m_reference),
             config.task_specs))
     callbacks.append(AtomicBestCheckpoint(
-        run_dir.path(model_dir, run_dir.BEST_WEIGHTS), monitor, mode))
+        run_dir.path(model_dir, run_dir.BEST_WEIGHTS), monitor, mode,
+        eligible))
     if config.sparse:
         callbacks.append(sparsity_callbacks.SparsitySummaries(
             model_dir, trainer.network.backbone, trainer.lam,
@@ -216,8 +74,20 @@ def _callbacks(config, trainer):
     if config.training.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=monitor, mode=mode,
-            patience=config.training.early_stopping_patience))
+            patience=config.training.early_stopping_patience,
+            start_from_epoch=_first_eligible_epoch(config)))
     return callbacks
+
+
+def _first_eligible_epoch(config):
+    """The epoch (0-based) from which a pruning run's budget is in force."""
+    pruning = config.pruning
+    if pruning is None:
+        return 0
+    return pruning_lib.budget_step(
+        pruning.method, build.total_steps(config), pruning.pruning_rounds,
+        pruning.pruning_begin_step, pruning.pruning_end_step) // (
+            build.steps_per_epoch(config))
 
 
 def evaluate_split(trainer, config, split):
@@ -250,7 +120,7 @@ def load_best_weights(trainer, config):
 
 def build_for_evaluation(config):
     """A trainer with the run's best weights, ready for `evaluate`."""
-    trainer = build_trainer(config)
+    trainer = build.build_trainer(config)
     load_best_weights(trainer, config)
     return trainer
 
@@ -318,6 +188,23 @@ def final_metrics(trainer, config):
     }
     record = run_dir.read_json(run_dir.path(
         config.model_dir, run_dir.BEST_RECORD))
+    metrics["cost"] = {
+        "train_seconds": run_dir.read_json(run_dir.path(
+            config.model_dir, run_dir.TIME_RECORD))["train_seconds"],
+        "tuned_values": config.training.tuned_values}
+    if config.pruning:
+        pruning = config.pruning
+        metrics["pruning"] = {
+            "method": pruning.method, "mask": pruning.pruning_mask,
+            "target_percent": build.pruning_target(pruning),
+            "achieved_percent": pruning_lib.parameter_percent(
+                trainer.masks.masks()),
+            "budget_from": pruning.budget_from,
+            "mask_from": pruning.mask_from}
+    if config.transfer:
+        source = build.finished_metrics(config.transfer.from_dir, "from_dir")
+        metrics["cost"]["source_train_seconds"] = source.get(
+            "cost", {}).get("train_seconds")
     metrics["selection"] = {
         "monitor": record["monitor"], "value": record["best"],
         "epoch": record["epoch"],
@@ -366,6 +253,13 @@ def prepare(config, overwrite=False):
             raise ValueError(
                 f"--delta_m_reference={config.training.delta_m_reference}: "
                 f"{e}") from None
+    if config.pruning:
+        build.check_pruning(config.pruning)
+    if config.transfer:
+        try:
+            load_config(config.transfer.from_dir, require_finished=True)
+        except ValueError as e:
+            raise ValueError(f"--from_dir={e}") from None
     # Prepares the examples now: unusable files are reported before anything
     # is written into model_dir.
     data_lib.builder(config.data)
@@ -383,13 +277,13 @@ def run(config):
     Returns:
         The metrics written to `metrics.json`.
     """
-    trainer = build_trainer(config)
-    train = training_batches(config)
+    trainer = build.build_trainer(config)
+    train = build.training_batches(config)
     validation = data_lib.load(config.data, config.task_specs, "validation",
                                config.training.batch_size, training=False)
     history = trainer.fit(
         train, epochs=config.training.epochs,
-        steps_per_epoch=steps_per_epoch(config), validation_data=validation,
+        steps_per_epoch=build.steps_per_epoch(config), validation_data=validation,
         validation_steps=config.training.validation_steps or None,
         callbacks=_callbacks(config, trainer),
         verbose=config.training.verbose, shuffle=False)

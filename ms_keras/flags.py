@@ -27,6 +27,7 @@ from ms_keras import tasks as tasks_lib
 from ms_keras.meta import episodes as episodes_lib
 from ms_keras.models import BACKBONES
 from ms_keras.sparsity import proximal
+from ms_keras.sparsity import pruning as pruning_lib
 
 FLAGS = flags.FLAGS
 RUNS_DIR = "runs"
@@ -223,6 +224,10 @@ def define_training_flags():
                          "augmentation and episodes.")
     flags.DEFINE_boolean("jit_compile", False,
                          "Compile the train step with XLA.")
+    flags.DEFINE_integer(
+        "tuned_values", 1, "How many values of this run's sparsity "
+        "hyperparameter (lambda, pruning ratio, ...) were tried to arrive at "
+        "it; recorded with the training time for the cost table (Table 6).")
     names = [f.name for f in dataclasses.fields(config_lib.TrainingConfig)]
     _section_validator(names,
                        lambda v: _fields(config_lib.TrainingConfig, v))
@@ -251,12 +256,12 @@ def define_experiment_flags():
         "lambda_beta", 1.0, "Softplus sharpness: lam = softplus(beta*raw)/"
         "beta.")
     flags.DEFINE_enum(
-        "prox_step", "adam_metric", list(proximal.PROX_STEPS),
+        "prox_step", proximal.ADAM_METRIC_RESET, list(proximal.PROX_STEPS),
         "How the outer prox fits the optimizer: adam_metric (threshold "
         "scaled like Adam's step, lr*lam*sqrt(n_g)/mean(sqrt(v)+eps); the "
         "Euclidean step with SGD), reset_moments (Euclidean threshold, the "
-        "optimizer's moments of zeroed groups reset) or plain (Euclidean "
-        "threshold only).")
+        "optimizer's moments of zeroed groups reset), adam_metric_reset "
+        "(both) or plain (Euclidean threshold only).")
     flags.DEFINE_integer(
         "sparsity_log_steps", 1, "Steps between TensorBoard sparsity "
         "summaries (lambda, sparsity/parameter, sparsity/group, per-layer "
@@ -362,10 +367,69 @@ def _check_applicable(values):
 
 
 @_once
+def define_transfer_flags():
+    """--from_dir: a finished run to start from."""
+    flags.DEFINE_string(
+        "from_dir", None, "The finished run to start from: the (meta-)"
+        "training run a fine-tuning run adapts, or the dense run one-shot "
+        "and iterative pruning prune.")
+
+
+@_once
+def define_pruning_flags():
+    """Pruning baselines: --pruning, --pruning_mask, the budget, schedules."""
+    define_transfer_flags()
+    flags.DEFINE_enum(
+        "pruning", "none", ["none", *config_lib.PRUNING_METHODS],
+        "Prune the backbone's input-channel groups to a budget (with "
+        "--mode=stl/mtl, dense): one_shot (a trained --from_dir run once, "
+        "then fine-tune), iterative (--pruning_rounds rounds), progressive "
+        "(cubic ramp from random initialisation) or sparse_training (mask "
+        "fixed at initialisation).")
+    flags.DEFINE_enum(
+        "pruning_mask", pruning_lib.MAGNITUDE, list(pruning_lib.MASK_SOURCES),
+        "Which groups are pruned first: magnitude (group RMS over its "
+        "layer's), random, or meta (the groups --mask_from zeroed).")
+    flags.DEFINE_float(
+        "target_sparsity", None, "Backbone parameter sparsity to reach, in "
+        "percent.")
+    flags.DEFINE_string(
+        "budget_from", None, "A finished run whose parameter sparsity is the "
+        "budget (e.g. a meta-sparsity run), instead of --target_sparsity.")
+    flags.DEFINE_string(
+        "mask_from", None, "The meta-sparsity run whose zeroed groups "
+        "--pruning_mask=meta prunes.")
+    flags.DEFINE_integer("pruning_rounds", 4, "Rounds of iterative pruning.")
+    flags.DEFINE_integer("pruning_begin_step", 0,
+                         "First step of progressive pruning's ramp.")
+    flags.DEFINE_integer(
+        "pruning_end_step", 0, "Last step of progressive pruning's ramp (0: "
+        "two thirds of the training steps).")
+    flags.DEFINE_integer("pruning_frequency", 10,
+                         "Steps between progressive pruning updates.")
+    names = [f.name for f in dataclasses.fields(config_lib.PruningConfig)
+             if f.name != "method"]
+    _section_validator(
+        ["pruning", *names],
+        lambda v: v["pruning"] == "none" or _fields(
+            config_lib.PruningConfig, v, method=v["pruning"]))
+
+    def check_applicable(values):
+        for name in names:
+            if FLAGS[name].present and values["pruning"] == "none":
+                raise flags.ValidationError(
+                    f"--{name} applies to --pruning=one_shot, iterative, "
+                    "progressive or sparse_training (got --pruning=none)")
+        return True
+
+    flags.register_multi_flags_validator(["pruning", *names],
+                                         check_applicable)
+
+
+@_once
 def define_finetune_flags():
     """Meta-testing: --from_dir, --train_scope."""
-    flags.DEFINE_string(
-        "from_dir", None, "The finished (meta-)training run to start from.")
+    define_transfer_flags()
     flags.DEFINE_enum(
         "train_scope", "all", list(config_lib.TRAIN_SCOPES),
         "all: train backbone and every head (sparsity pattern kept); "
@@ -474,6 +538,17 @@ def experiment_config():
     if FLAGS.sparsity != "none":
         sparsity = _fields(config_lib.SparsityConfig, values,
                            kind=FLAGS.sparsity)
+    pruning = transfer = None
+    if FLAGS.pruning != "none":
+        pruning = _fields(config_lib.PruningConfig, values,
+                          method=FLAGS.pruning)
+    if FLAGS.from_dir:
+        if pruning is None:
+            raise ValueError(
+                f"--from_dir={FLAGS.from_dir} applies to --pruning=one_shot "
+                "or iterative (to fine-tune a run: python -m "
+                "ms_keras.finetune --from_dir=...).")
+        transfer = config_lib.TransferConfig(os.path.abspath(FLAGS.from_dir))
     return config_lib.ExperimentConfig(
         data=data, tasks=tasks, mode=mode,
         model=_fields(config_lib.ModelConfig, values),
@@ -481,4 +556,5 @@ def experiment_config():
         sparsity=sparsity,
         meta=_fields(config_lib.MetaConfig, values) if mode == "meta"
         else None,
+        pruning=pruning, transfer=transfer,
         model_dir=FLAGS.model_dir or new_run_dir(data.dataset, mode))

@@ -17,6 +17,7 @@ LEGACY_FLAGS_FILE = "flags.json"
 METRICS_FILE = "metrics.json"
 BEST_WEIGHTS = "checkpoints/best.weights.h5"
 BEST_RECORD = "checkpoints/best.weights.json"  # monitor, value, epoch
+TIME_RECORD = "checkpoints/time.json"  # training seconds, over resumes
 MODEL_FILE = "model.keras"
 MASK_FILE = "sparsity_mask.npz"
 BACKUP_DIR = "backup"

@@ -25,6 +25,7 @@ ms_flags.define_data_flags()
 ms_flags.define_model_flags()
 ms_flags.define_training_flags()
 ms_flags.define_experiment_flags()
+ms_flags.define_pruning_flags()
 
 
 def main(argv):

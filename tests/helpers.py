@@ -33,7 +33,7 @@ def read(model_dir, name):
 
 
 META_FLAGS = dict(mode="meta", sparsity="channel", meta_batch_size=2,
-                  inner_steps=1, lambda_init=20.0, learning_rate=0.01,
+                  inner_steps=1, lambda_init=0.06, learning_rate=0.01,
                   steps_per_epoch=3, tasks=["1", "2"])
 
 

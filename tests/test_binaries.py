@@ -356,3 +356,33 @@ def test_finetune_from_an_unfinished_run_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         run_finetune(str(tmp_path), str(tmp_path / "x"))
     assert "holds no run" in capsys.readouterr().err
+
+
+def test_inference_agrees_with_training_mode_after_a_sparse_meta_run(
+        tfds_dir, tmp_path):
+    # Batch-norm statistics must belong to the meta weights that are shipped:
+    # at high sparsity, inference (moving statistics) and training mode
+    # (batch statistics) give the same loss on training batches within 10 %.
+    import keras
+    from ms_keras import build
+    from ms_keras import data as data_lib
+    model_dir = str(tmp_path / "sparse")
+    run_train(tfds_dir, model_dir, **{
+        **META_FLAGS, "lambda_init": 0.01, "epochs": 3, "steps_per_epoch": 10,
+        "early_stopping_patience": 0})
+    metrics = read(model_dir, "metrics.json")
+    assert metrics["sparsity"]["parameter_percent"] > 50
+    config = experiment.load_config(model_dir)
+    network = keras.saving.load_model(os.path.join(model_dir, "model.keras"))
+    batches = data_lib.load(config.data, config.task_specs, "train", 8,
+                            training=False)
+    trainer = build.build_trainer(config)
+    losses = {}
+    for training in (False, True):
+        total = []
+        for images, targets in batches:
+            outputs = network(images, training=training)
+            total.append(float(keras.ops.sum(trainer.task_losses(targets,
+                                                                 outputs))))
+        losses[training] = np.mean(total)
+    assert abs(losses[False] - losses[True]) <= 0.1 * losses[True], losses

@@ -6,9 +6,9 @@ import keras
 import numpy as np
 import pytest
 
+from ms_keras import build
 from ms_keras import config as config_lib
 from ms_keras import data as data_lib
-from ms_keras import experiment
 from ms_keras.trainers.meta_sparsity import MetaSparsityTrainer
 
 
@@ -72,7 +72,7 @@ def _xla_must_compile_flags(trainer):
 
 @pytest.mark.parametrize("jit", [True, False])
 def test_jit_compile_decides_whether_the_step_is_xla_compiled(tmp_path, jit):
-    trainer = experiment.build_trainer(
+    trainer = build.build_trainer(
         make_config(tmp_path, training={"jit_compile": jit}))
     images = np.zeros((2, 16, 16, 3), np.float32)
     targets = {"depth": np.ones((2, 16, 16, 1), np.float32)}
@@ -81,7 +81,7 @@ def test_jit_compile_decides_whether_the_step_is_xla_compiled(tmp_path, jit):
 
 
 def test_meta_config_builds_a_meta_trainer_with_its_settings(tmp_path):
-    trainer = experiment.build_trainer(make_config(
+    trainer = build.build_trainer(make_config(
         tmp_path, mode="meta", sparsity={"kind": "channel"},
         training={"clip_norm": 2.0},
         meta=dict(inner_steps=2, inner_lr=0.03, first_order=True,
@@ -98,7 +98,7 @@ def test_meta_config_builds_a_meta_trainer_with_its_settings(tmp_path):
 
 
 def test_fixed_lambda_is_not_trainable(tmp_path):
-    trainer = experiment.build_trainer(make_config(
+    trainer = build.build_trainer(make_config(
         tmp_path, sparsity={"kind": "channel", "lam": 1e-4}))
     assert not trainer.lam.learnable
     assert all("raw" not in v.path for v in trainer.trainable_variables)

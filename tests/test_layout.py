@@ -12,7 +12,7 @@ PACKAGE = os.path.join(os.path.dirname(os.path.dirname(
 # Layer of each module or package, highest first.
 LAYERS = (
     ("binaries", ("train", "evaluate", "finetune", "export", "flags")),
-    ("experiment", ("experiment", "config", "serving")),
+    ("experiment", ("experiment", "build", "config", "serving")),
     ("trainers", ("trainers",)),
     ("meta/sparsity", ("meta", "sparsity")),
     ("models/objectives/data", ("models", "losses", "metrics", "data")),

@@ -1,14 +1,18 @@
-"""Callbacks that report the backbone's sparsity during `fit`.
+"""Callbacks that report the backbone's sparsity during `fit`, and the
+pruning schedule that grows a sparsity pattern.
 
-The prox and fixed sparsity patterns are applied inside the trainers' steps
+The prox and the patterns themselves are applied inside the trainers' steps
 (`sparsity.proximal`), right after each optimizer update.
 """
 
 import os
 
 import keras
+import numpy as np
 import tensorflow as tf
 
+from ms_keras.sparsity import groups as groups_lib
+from ms_keras.sparsity import pruning as pruning_lib
 from ms_keras.sparsity.stats import SparsityMeter
 
 
@@ -87,3 +91,72 @@ class SparsitySummaries(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self._writer is not None:
             self._writer.flush()
+
+
+class PruningSchedule(keras.callbacks.Callback):
+    """Prunes input-channel groups to a budget that follows a schedule.
+
+    Before each optimizer step it asks `target(step)` for the parameter
+    sparsity in force; when that exceeds what the mask already prunes, it
+    prunes more groups, lowest `score` first (`pruning.select`), into the
+    trainer's `KernelMasks`, which hold them at zero from then on (weights,
+    gradients and the optimizer's moments). Pruned groups stay pruned. At
+    the end of each epoch it logs `pruning_sparsity` (the mask's parameter
+    sparsity) and `pruning_target_reached` (1 once the final budget is in
+    force), which model selection uses to skip epochs before it.
+
+    Example:
+
+    >>> schedule = PruningSchedule(network.backbone, trainer.masks,
+    ...                            lambda step: 44.0, 44.0, scores)
+    >>> trainer.fit(batches, callbacks=[schedule])
+
+    Args:
+        backbone: the backbone whose groups are pruned.
+        masks: the trainer's `sparsity.proximal.KernelMasks`.
+        target: `step -> percent` in force at that step.
+        final_percent: the budget at the end of the schedule.
+        scores: `{conv name: numpy kernel} -> {(layer, channel): score}`.
+    """
+
+    def __init__(self, backbone, masks, target, final_percent, scores):
+        super().__init__()
+        self.backbone = backbone
+        self.masks = masks
+        self.target = target
+        self.final_percent = float(final_percent)
+        self.scores = scores
+        self._groups = pruning_lib.groups_of(backbone)
+        self._in_force = 0.0
+
+    def on_train_begin(self, logs=None):
+        # A resumed run's masks were restored with its weights.
+        self._in_force = pruning_lib.parameter_percent(self.masks.masks())
+
+    def on_train_batch_begin(self, batch, logs=None):
+        wanted = self.target(int(self.model.optimizer.iterations))
+        if wanted <= self._in_force + 1e-9:
+            return
+        kernels = {layer.name: np.asarray(layer.kernel)
+                   for layer in groups_lib.conv_layers(self.backbone)}
+        current = self.masks.masks()
+        chosen = pruning_lib.select(self._groups, self.scores(kernels),
+                                    wanted,
+                                    pruning_lib.pruned_groups(current))
+        masks = pruning_lib.masks_for(self.backbone, chosen)
+        self.masks.set_masks({name: masks[name] & current[name]
+                              for name in masks})
+        self.masks.apply(self.model.optimizer)
+        # What the schedule asked for, even when the groups' sizes make the
+        # mask land a little below it: asked once, not again every step.
+        self._in_force = max(wanted, pruning_lib.parameter_percent(
+            self.masks.masks()))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        logs["pruning_sparsity"] = pruning_lib.parameter_percent(
+            self.masks.masks())
+        logs["pruning_target_reached"] = float(
+            self.target(int(self.model.optimizer.iterations))
+            >= self.final_percent - 1e-9)

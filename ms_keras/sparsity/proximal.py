@@ -18,6 +18,11 @@ to the optimizer (`PROX_STEPS`):
   SGD's inner loop: inner and outer prox judge groups on one scale.
 - `reset_moments`: the Euclidean threshold, and the optimizer's moments of
   every zeroed group reset, so that momentum does not regrow it.
+- `adam_metric_reset`: both. A zeroed group restarts Adam from fresh
+  moments, where Adam's threshold in its metric is ~10x its step (its first
+  velocity is only `(1 - beta_2) g^2`): a group dies when its gradient is
+  below `lam * sqrt(n_g)` but revives only when it is well above. The
+  hysteresis stops groups at the boundary from dying and reviving at random.
 - `plain`: the Euclidean threshold alone (the behaviour before 0.2).
 
 With SGD, `adam_metric` is the Euclidean step (its metric is the identity).
@@ -33,6 +38,7 @@ others, and lambda keeps one meaning through training.
 """
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from ms_keras.sparsity import groups as groups_lib
@@ -40,8 +46,11 @@ from ms_keras.sparsity import prox as prox_lib
 
 ADAM_METRIC = "adam_metric"
 RESET_MOMENTS = "reset_moments"
+ADAM_METRIC_RESET = "adam_metric_reset"
 PLAIN = "plain"
-PROX_STEPS = (ADAM_METRIC, RESET_MOMENTS, PLAIN)
+PROX_STEPS = (ADAM_METRIC_RESET, ADAM_METRIC, RESET_MOMENTS, PLAIN)
+_IN_ADAM_METRIC = (ADAM_METRIC, ADAM_METRIC_RESET)
+_RESETS = (RESET_MOMENTS, ADAM_METRIC_RESET)
 
 
 def _slots(optimizer, variable):
@@ -92,8 +101,8 @@ class OuterProx:
             it had before the prox (the function is unchanged by it).
     """
 
-    def __init__(self, backbone, kind=groups_lib.CHANNEL, step=ADAM_METRIC,
-                 preserve_norm=True):
+    def __init__(self, backbone, kind=groups_lib.CHANNEL,
+                 step=ADAM_METRIC_RESET, preserve_norm=True):
         if kind not in (groups_lib.CHANNEL, groups_lib.UNSTRUCTURED):
             raise ValueError(
                 f"`kind` must be 'channel' or 'unstructured'. Received: {kind}")
@@ -119,8 +128,8 @@ class OuterProx:
             shape = (kernel.shape[2],)
         else:
             shape = kernel.shape
-        if self.step == ADAM_METRIC and isinstance(optimizer,
-                                                   keras.optimizers.Adam):
+        if self.step in _IN_ADAM_METRIC and isinstance(
+                optimizer, keras.optimizers.Adam):
             return base * _adam_scale(optimizer, kernel, self.kind)
         return tf.broadcast_to(base, shape)
 
@@ -140,58 +149,91 @@ class OuterProx:
             if rescaled:
                 value = prox_lib.rescale_to_norm(value, tf.norm(kernel))
             kernel.assign(value)
-            if self.step == RESET_MOMENTS:
+            if self.step in _RESETS:
                 for slot in _slots(optimizer, kernel):
                     slot.assign(slot * tf.cast(alive, slot.dtype))
             means.append(tf.reduce_mean(tf.cast(threshold, tf.float32)))
         return tf.reduce_mean(tf.stack(means))
 
 
-class KernelMasks:
-    """Holds a fixed sparsity pattern: masked weights stay exactly zero.
+class _Untracked:
+    """A plain holder Keras does not look into (no weight tracking)."""
+
+    def __init__(self, **values):
+        self.__dict__.update(values)
+
+
+class KernelMasks(keras.layers.Layer):
+    """Holds a sparsity pattern: masked weights stay exactly zero.
 
     The mask applies to the gradients before the optimizer's update (so
     Adam's moments of a masked weight never grow), to the weights after it,
-    and, once, to the optimizer's moments (a weight pruned from a trained run
-    carries moments that would move it). A masked group never revives.
+    and, whenever the pattern changes, to the optimizer's moments (a weight
+    pruned from a trained run carries moments that would move it). A masked
+    group never revives. The masks are non-trainable weights of this layer:
+    a trainer holding it saves them with its checkpoints, so a pattern that
+    grows during training (pruning schedules) survives a resume.
 
     Args:
         backbone: the backbone holding the conv kernels.
-        masks: `{conv layer name: bool array shaped like its kernel}`.
+        masks: optional `{conv layer name: bool array shaped like its
+            kernel}` (default: nothing masked).
 
     Raises:
         ValueError: for a conv without a mask or a mask of the wrong shape.
     """
 
-    def __init__(self, backbone, masks):
+    def __init__(self, backbone, masks=None, **kwargs):
+        super().__init__(trainable=False, **kwargs)
         layers = groups_lib.conv_layers(backbone)
-        missing = sorted({layer.name for layer in layers} - set(masks))
+        # The convs belong to the backbone: kept out of Keras' tracking so
+        # that this layer's weights are the masks alone.
+        self._convs = _Untracked(names=[layer.name for layer in layers],
+                                 kernels=[layer.kernel for layer in layers])
+        self.mask_variables = [
+            self.add_weight(shape=layer.kernel.shape, initializer="ones",
+                            trainable=False, name=f"{layer.name}_mask",
+                            dtype=layer.kernel.dtype)
+            for layer in layers]
+        self._masks_of = _Untracked(masks={
+            id(k): m for k, m in zip(self._convs.kernels,
+                                     self.mask_variables)})
+        if masks is not None:
+            self.set_masks(masks)
+
+    def set_masks(self, masks):
+        """Replaces the pattern (`{conv name: bool array}`)."""
+        names = self._convs.names
+        missing = sorted(set(names) - set(masks))
         if missing:
             raise ValueError(
                 f"The masks have no entry for backbone layers "
                 f"{missing[:3]}{'...' if len(missing) > 3 else ''}.")
-        self.pairs = []
-        for layer in layers:
-            mask = masks[layer.name]
-            if tuple(mask.shape) != tuple(layer.kernel.shape):
+        for name, variable in zip(names, self.mask_variables):
+            mask = masks[name]
+            if tuple(mask.shape) != tuple(variable.shape):
                 raise ValueError(
-                    f"The mask of '{layer.name}' has shape "
-                    f"{tuple(mask.shape)}, its kernel "
-                    f"{tuple(layer.kernel.shape)}.")
-            self.pairs.append((layer.kernel, tf.constant(
-                mask, layer.kernel.dtype)))
-        self._by_variable = {id(kernel): mask for kernel, mask in self.pairs}
+                    f"The mask of '{name}' has shape {tuple(mask.shape)}, "
+                    f"its kernel {tuple(variable.shape)}.")
+            variable.assign(tf.cast(mask, variable.dtype))
+
+    def masks(self):
+        """`{conv name: bool numpy mask}` of the current pattern."""
+        return {name: np.asarray(variable) != 0
+                for name, variable in zip(self._convs.names,
+                                          self.mask_variables)}
 
     def mask_gradients(self, gradients, variables):
         """Gradients with the masked weights' entries set to zero."""
-        return [g if g is None or id(v) not in self._by_variable
-                else g * tf.cast(self._by_variable[id(v)], g.dtype)
+        masks = self._masks_of.masks
+        return [g if g is None or id(v) not in masks
+                else g * tf.cast(masks[id(v)], g.dtype)
                 for g, v in zip(gradients, variables)]
 
     def apply(self, optimizer=None):
         """Zeroes the masked weights (and, with `optimizer`, their moments)."""
-        for kernel, mask in self.pairs:
-            kernel.assign(kernel * mask)
+        for kernel, mask in zip(self._convs.kernels, self.mask_variables):
+            kernel.assign(kernel * tf.cast(mask, kernel.dtype))
             if optimizer is not None and optimizer.built:
                 for slot in _slots(optimizer, kernel):
                     slot.assign(slot * tf.cast(mask, slot.dtype))

@@ -1,6 +1,8 @@
-"""Model selection: the best checkpoint, written atomically, and delta_m."""
+"""Model selection and run records: the best checkpoint (written
+atomically), delta_m, and the training time."""
 
 import os
+import time
 
 import keras
 import numpy as np
@@ -27,9 +29,12 @@ class AtomicBestCheckpoint(keras.callbacks.Callback):
         filepath: destination, ending in `.weights.h5`.
         monitor: the log to follow (`val_loss` by default).
         mode: `min` or `max`: which direction is better.
+        eligible: optional log key; epochs where it is 0 are not kept (a
+            pruning run's epochs before its budget is in force).
     """
 
-    def __init__(self, filepath, monitor="val_loss", mode="min"):
+    def __init__(self, filepath, monitor="val_loss", mode="min",
+                 eligible=None):
         super().__init__()
         if not filepath.endswith(".weights.h5"):
             raise ValueError(
@@ -41,6 +46,7 @@ class AtomicBestCheckpoint(keras.callbacks.Callback):
         self.filepath = filepath
         self.monitor = monitor
         self.mode = mode
+        self.eligible = eligible
         self.best = np.inf if mode == "min" else -np.inf
         self._record = os.path.splitext(filepath)[0] + ".json"
 
@@ -58,6 +64,8 @@ class AtomicBestCheckpoint(keras.callbacks.Callback):
             raise ValueError(
                 f"AtomicBestCheckpoint monitors '{self.monitor}', which the "
                 f"logs do not contain (have: {sorted(logs or {})}).")
+        if self.eligible and not (logs or {}).get(self.eligible, 1.0):
+            return
         if self._better(value):
             self.best = float(value)
             run_dir.atomic_write(self.filepath, self.model.save_weights)
@@ -103,3 +111,33 @@ class DeltaMLogger(keras.callbacks.Callback):
             logs, [t.name for t in self.task_specs], prefix="val_")
         logs["val_delta_m"] = metrics_lib.delta_m(grouped, self.reference,
                                                   self.task_specs)
+
+
+class TrainingTimer(keras.callbacks.Callback):
+    """Records the wall-clock training time, summed over resumed sessions.
+
+    At the end of every epoch it writes `{"train_seconds": s}` to `path`
+    atomically; a resumed run starts from the recorded sum, so the figure is
+    the time spent training the whole run (evaluation and export excluded).
+
+    Args:
+        path: the JSON record.
+    """
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+        self._before = 0.0
+        self._start = None
+
+    def on_train_begin(self, logs=None):
+        if os.path.exists(self.path):
+            self._before = run_dir.read_json(self.path)["train_seconds"]
+        self._start = time.perf_counter()
+
+    @property
+    def seconds(self):
+        return self._before + time.perf_counter() - self._start
+
+    def on_epoch_end(self, epoch, logs=None):
+        run_dir.write_json(self.path, {"train_seconds": self.seconds})

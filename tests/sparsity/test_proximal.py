@@ -86,7 +86,8 @@ def test_adam_metric_scales_each_group_like_adams_step():
         set_precision("float32")
 
 
-def test_reset_moments_zeroes_the_moments_of_zeroed_groups_only():
+@pytest.mark.parametrize("step_kind", ["reset_moments", "adam_metric_reset"])
+def test_resets_zero_the_moments_of_zeroed_groups_only(step_kind):
     backbone = tiny_backbone()
     optimizer = keras.optimizers.Adam(0.01)
     rng = np.random.default_rng(2)
@@ -94,14 +95,43 @@ def test_reset_moments_zeroes_the_moments_of_zeroed_groups_only():
     kernel = backbone.get_layer("conv1").kernel
     kernel.assign(np.asarray(kernel) * np.array([1.0, 1e-4, 1.0])[
         None, None, :, None])
-    proximal.OuterProx(backbone, "channel", "reset_moments").apply(
-        optimizer, 1.0)
+    proximal.OuterProx(backbone, "channel", step_kind).apply(
+        optimizer, 1.0 if step_kind == "reset_moments" else 1e-3)
     index = optimizer._get_variable_index(kernel)  # noqa: SLF001
     for slot in (optimizer._momentums[index],  # noqa: SLF001
                  optimizer._velocities[index]):  # noqa: SLF001
         slot = np.asarray(slot)
         assert np.all(slot[:, :, 1] == 0)
         assert np.any(slot[:, :, 0] != 0) and np.any(slot[:, :, 2] != 0)
+
+
+def test_adam_metric_reset_revives_a_group_only_on_a_strong_gradient():
+    # A zeroed group restarts Adam: its first step is judged against a
+    # threshold ~10x its size, so only a gradient well above lam revives it.
+    backbone = tiny_backbone()
+    kernel = backbone.get_layer("conv1").kernel
+    optimizer = keras.optimizers.Adam(0.01)
+    prox = proximal.OuterProx(backbone, "channel", "adam_metric_reset")
+    rng = np.random.default_rng(6)
+    grads = random_grads(backbone, rng)
+    for _ in range(50):
+        step(backbone, optimizer, grads)
+    kernel.assign(np.asarray(kernel) * np.array([1.0, 0.0, 1.0])[
+        None, None, :, None])
+    prox.apply(optimizer, 1e-9)  # zeroes nothing new, resets group 1
+    revived = {}
+    for size in (0.5, 50.0):  # gradient per weight vs lam = 1.0
+        before = np.asarray(kernel).copy()
+        state = [np.asarray(v).copy() for v in optimizer.variables]
+        push = [np.zeros_like(g) for g in grads]
+        push[0][:, :, 1, :] = size
+        step(backbone, optimizer, push)
+        prox.apply(optimizer, 1.0)
+        revived[size] = bool(np.any(np.asarray(kernel)[:, :, 1] != 0))
+        kernel.assign(before)
+        for variable, value in zip(optimizer.variables, state):
+            variable.assign(value)
+    assert revived == {0.5: False, 50.0: True}
 
 
 def test_plain_keeps_the_moments_and_a_zeroed_group_regrows():

@@ -1,0 +1,226 @@
+"""Builds what an `ExperimentConfig` describes: the network, optimizers,
+lambda, sparsity patterns, the trainer, the training stream and the pruning
+schedule. Nothing here reads flags or writes files.
+"""
+
+import keras
+import numpy as np
+
+from ms_keras import data as data_lib
+from ms_keras import run_dir
+from ms_keras.data import pipeline
+from ms_keras.meta import episodes as episodes_lib
+from ms_keras.models import build_multitask_model
+from ms_keras.sparsity import callbacks as sparsity_callbacks
+from ms_keras.sparsity import proximal
+from ms_keras.sparsity import pruning as pruning_lib
+from ms_keras.sparsity.lam import SparsityStrength
+from ms_keras.trainers.meta_sparsity import MetaSparsityTrainer
+from ms_keras.trainers.multitask import MultiTaskTrainer
+
+
+def build_network(config):
+    """The `MultiTaskModel` of `config`."""
+    return build_multitask_model(
+        config.data.spec, config.task_specs, config.model.backbone,
+        config.data.image_size, activation=config.model.activation,
+        head_filters=config.model.head_filters or None,
+        aspp_rates=config.model.aspp_rates)
+
+
+def build_optimizer(training):
+    """The optimizer of the weights."""
+    clip = ({"global_clipnorm": training.clip_norm} if training.clip_norm
+            else {})
+    if training.optimizer == "sgd":
+        return keras.optimizers.SGD(training.learning_rate,
+                                    momentum=training.momentum, **clip)
+    return keras.optimizers.Adam(training.learning_rate, **clip)
+
+
+def build_lambda_optimizer(config):
+    """The optimizer of lambda's raw weight in a meta-sparsity run."""
+    learning_rate = config.meta.lambda_lr or config.training.learning_rate
+    if config.meta.lambda_optimizer == "sgd":
+        return keras.optimizers.SGD(learning_rate)
+    return keras.optimizers.Adam(learning_rate)
+
+
+def run_masks(path):
+    """`{conv name: bool mask}` of a finished run (`sparsity_mask.npz`)."""
+    masks = np.load(run_dir.path(path, run_dir.MASK_FILE))
+    return {name: masks[name] for name in masks.files}
+
+
+def finished_metrics(path, flag):
+    """`metrics.json` of the finished run `path` named by `--flag`.
+
+    Raises:
+        ValueError: when `path` holds no finished run.
+    """
+    try:
+        return run_dir.read_json(run_dir.path(path, run_dir.METRICS_FILE))
+    except (OSError, ValueError):
+        raise ValueError(f"--{flag}={path}: no finished run there "
+                         f"({run_dir.METRICS_FILE} is missing).") from None
+
+
+def pruning_target(pruning):
+    """The budget of a pruning run, in percent of the backbone weights."""
+    if pruning.target_sparsity is not None:
+        return pruning.target_sparsity
+    metrics = finished_metrics(pruning.budget_from, "budget_from")
+    return float(metrics["sparsity"]["parameter_percent"])
+
+
+def check_pruning(pruning):
+    """Raises ValueError for a budget or mask source that cannot be used."""
+    target = pruning_target(pruning)
+    if not 0.0 < target < 100.0:
+        raise ValueError(
+            f"--budget_from={pruning.budget_from}: its parameter sparsity is "
+            f"{target:.2f} %; a budget must be between 0 and 100 %.")
+    if pruning.mask_from:
+        sparsity = finished_metrics(pruning.mask_from, "mask_from")[
+            "sparsity"]["group_percent"]
+        if not sparsity:
+            raise ValueError(
+                f"--mask_from={pruning.mask_from} zeroes no group (0 % group "
+                "sparsity): --pruning_mask=meta needs a sparse meta-sparsity "
+                "run.")
+
+
+def total_steps(config):
+    return config.training.epochs * steps_per_epoch(config)
+
+
+def pruning_schedule(config, backbone, masks):
+    """The `PruningSchedule` callback of a pruning run."""
+    pruning = config.pruning
+    target = pruning_target(pruning)
+    schedule = pruning_lib.schedule(
+        pruning.method, target, total_steps(config), pruning.pruning_rounds,
+        pruning.pruning_begin_step, pruning.pruning_end_step,
+        pruning.pruning_frequency)
+    scores = pruning_lib.scorer(
+        pruning.pruning_mask, pruning_lib.groups_of(backbone),
+        config.training.seed,
+        run_masks(pruning.mask_from) if pruning.mask_from else None)
+    return sparsity_callbacks.PruningSchedule(backbone, masks, schedule,
+                                              target, scores)
+
+
+def build_lambda(config):
+    """The run's SparsityStrength, or None for a dense run."""
+    if not config.sparse:
+        return None
+    beta = config.sparsity.lambda_beta
+    if config.learns_lambda:
+        return SparsityStrength(config.meta.lambda_init, beta=beta,
+                                learnable=True, seed=config.training.seed,
+                                name="lam")
+    return SparsityStrength(config.sparsity.lam, beta=beta, learnable=False,
+                            name="lam")
+
+
+def transfer_from(network, transfer):
+    """Starts `network` from a finished run (meta-testing).
+
+    Copies the source's backbone and the heads of the tasks both have; with
+    `train_scope="new_heads"` those copied parts are frozen, so only the
+    heads of new tasks train.
+
+    Returns:
+        The names of the copied heads' tasks.
+    """
+    source = keras.saving.load_model(
+        run_dir.path(transfer.from_dir, run_dir.MODEL_FILE))
+    network.backbone.set_weights(source.backbone.get_weights())
+    shared = [name for name in network.heads if name in source.heads]
+    for name in shared:
+        network.heads[name].set_weights(source.heads[name].get_weights())
+    if transfer.train_scope == "new_heads":
+        network.backbone.trainable = False
+        for name in shared:
+            network.heads[name].trainable = False
+    return shared
+
+
+def build_trainer(config):
+    """A compiled, built trainer for `config`.
+
+    Weights are freshly initialised, or start from `config.transfer`.
+    """
+    training = config.training
+    keras.utils.set_random_seed(training.seed)
+    network = build_network(config)
+    if config.transfer:
+        transfer_from(network, config.transfer)
+    lam = build_lambda(config)
+    prox = (proximal.OuterProx(network.backbone, config.sparsity.kind,
+                               config.sparsity.prox_step,
+                               config.sparsity.preserve_norm)
+            if config.sparse else None)
+    masks = None
+    if config.transfer or config.pruning:
+        masks = proximal.KernelMasks(
+            network.backbone,
+            run_masks(config.transfer.from_dir) if config.transfer else None,
+            name="kernel_masks")
+    if config.meta is not None:
+        meta = config.meta
+        trainer = MetaSparsityTrainer(
+            network, config.task_specs, training.loss_weighting,
+            sparsity=config.sparsity.kind if config.sparse else "none",
+            lam=lam, prox=prox, masks=masks, inner_steps=meta.inner_steps,
+            inner_lr=meta.inner_lr, first_order=meta.first_order,
+            inner_prox=meta.inner_prox, regrow_prob=meta.regrow_prob,
+            inner_clip_norm=meta.inner_clip_norm, seed=training.seed)
+        trainer.compile(optimizer=build_optimizer(training),
+                        lambda_optimizer=build_lambda_optimizer(config)
+                        if config.learns_lambda else None,
+                        jit_compile=training.jit_compile)
+    else:
+        trainer = MultiTaskTrainer(network, config.task_specs,
+                                   training.loss_weighting, lam=lam,
+                                   prox=prox, masks=masks)
+        trainer.compile(optimizer=build_optimizer(training),
+                        jit_compile=training.jit_compile)
+    if masks is not None:
+        masks.apply()
+    trainer(keras.ops.zeros((1, *config.data.image_size, 3)))
+    return trainer
+
+
+def training_batches(config):
+    """The training stream: plain batches, or meta-batches of episodes.
+
+    Meta-batches draw support and query batches from disjoint halves of the
+    training split, with independent random streams.
+    """
+    batch_size, seed = config.training.batch_size, config.training.seed
+    if config.meta is None:
+        return data_lib.load(config.data, config.task_specs, "train",
+                             batch_size, training=True, seed=seed)
+    support = data_lib.load(config.data, config.task_specs, "train[:50%]",
+                            batch_size, training=True, seed=seed,
+                            stream=pipeline.SUPPORT_STREAM)
+    query = data_lib.load(config.data, config.task_specs, "train[50%:]",
+                          batch_size, training=True, seed=seed,
+                          stream=pipeline.QUERY_STREAM)
+    table = episodes_lib.episode_table(config.meta.episode_sampler,
+                                       len(config.tasks))
+    return episodes_lib.meta_batches(support, query, table,
+                                     config.meta.meta_batch_size, seed)
+
+
+def steps_per_epoch(config):
+    """Optimizer steps per epoch: the configured count, else one pass over
+    the training split (over its support half in a meta run)."""
+    if config.training.steps_per_epoch:
+        return config.training.steps_per_epoch
+    train = data_lib.num_examples(config.data, "train")
+    if config.meta is not None:
+        return max(1, train // 2 // (config.training.batch_size
+                                     * config.meta.meta_batch_size))
+    return max(1, train // config.training.batch_size)

@@ -16,6 +16,7 @@ identity.
 import dataclasses
 import typing
 
+from ms_keras import runtime
 from ms_keras import tasks as tasks_lib
 from ms_keras.data import DataConfig
 from ms_keras.meta import episodes as episodes_lib
@@ -136,6 +137,11 @@ class TrainingConfig:
         tuned_values: how many values of the run's sparsity hyperparameter
             (lambda, a pruning ratio, ...) were tried to arrive at it; the
             cost table (Table 6) reports it with the training time.
+        strategy: the `tf.distribute` strategy (`runtime.STRATEGIES`).
+        cpu_devices: logical CPU devices to split the CPU into (for
+            `mirrored` without accelerators).
+        deterministic: deterministic ops and data order, so that two runs
+            with one seed write the same metrics.
     """
 
     batch_size: int = 8
@@ -154,6 +160,9 @@ class TrainingConfig:
     jit_compile: bool = _field(False, run_control=True)
     verbose: int = _field(1, run_control=True)
     tuned_values: int = _field(1, run_control=True)
+    strategy: str = _field("default", run_control=True)
+    cpu_devices: int = _field(1, run_control=True)
+    deterministic: bool = _field(False, run_control=True)
 
     def __post_init__(self):
         _check_positive(self, "batch_size", "epochs", "learning_rate")
@@ -173,7 +182,11 @@ class TrainingConfig:
                f"{self.delta_m_reference}.")
         _check(self.verbose in (0, 1, 2),
                f"--verbose={self.verbose}: expected 0, 1 or 2.")
-        _check_positive(self, "tuned_values")
+        _check_positive(self, "tuned_values", "cpu_devices")
+        _check_choice(self, "strategy", runtime.STRATEGIES)
+        _check(self.cpu_devices == 1 or self.strategy == "mirrored",
+               f"--cpu_devices={self.cpu_devices} splits the CPU for "
+               f"--strategy=mirrored (got --strategy={self.strategy}).")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,6 +21,7 @@ from ms_keras import data as data_lib
 from ms_keras import experiment
 from ms_keras import flags as ms_flags
 from ms_keras import run_dir
+from ms_keras import runtime
 
 FLAGS = ms_flags.FLAGS
 ms_flags.define_run_flags()
@@ -79,6 +80,7 @@ def run(config, split="test", tasks=None):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    runtime.start()
     try:
         config = run_config(
             FLAGS.model_dir, verbose=FLAGS.verbose,

@@ -4,23 +4,28 @@ The binaries map flags onto an `ExperimentConfig`, call `prepare` (checks,
 claims the run directory) and `run`; nothing here reads flags.
 """
 
+import hashlib
 import os
+import shutil
+import tempfile
 
 import keras
 import numpy as np
-from absl import logging
+import tensorflow as tf
 
 from ms_keras import build
 from ms_keras import config as config_lib
 from ms_keras import data as data_lib
 from ms_keras import metrics as metrics_lib
 from ms_keras import run_dir
+from ms_keras import runtime
 from ms_keras import tasks as tasks_lib
 from ms_keras.sparsity import callbacks as sparsity_callbacks
 from ms_keras.sparsity import pruning as pruning_lib
 from ms_keras.sparsity.stats import SparsityMeter
 from ms_keras.trainers.checkpoint import AtomicBestCheckpoint
 from ms_keras.trainers.checkpoint import DeltaMLogger
+from ms_keras.trainers import safety
 from ms_keras.trainers.checkpoint import TrainingTimer
 
 
@@ -49,7 +54,8 @@ def _callbacks(config, trainer):
     model_dir = config.model_dir
     monitor, mode = monitored(config.training)
     callbacks = [
-        keras.callbacks.BackupAndRestore(
+        safety.NonFiniteGuard(config.tasks),
+        safety.AtomicBackupAndRestore(
             run_dir.path(model_dir, run_dir.BACKUP_DIR)),
         TrainingTimer(run_dir.path(model_dir, run_dir.TIME_RECORD))]
     eligible = None
@@ -177,10 +183,22 @@ def resolve_run_tasks(config, requested, allow_none=False):
     return names
 
 
+def fingerprint(trainer):
+    """SHA-256 of the network's weights and lambda: equal exactly when two
+    processes (replicas, workers, repeated runs) hold the same model."""
+    digest = hashlib.sha256()
+    for weight in trainer.network.weights:
+        digest.update(np.ascontiguousarray(np.asarray(weight)).tobytes())
+    if trainer.lam is not None:
+        digest.update(np.asarray(trainer.lam.raw).tobytes())
+    return digest.hexdigest()
+
+
 def final_metrics(trainer, config):
     """The `metrics.json` payload: test and validation metrics of the kept
     checkpoint, its sparsity and lambda, and which epoch was kept."""
     metrics = {
+        "fingerprint": fingerprint(trainer),
         "test": evaluate_split(trainer, config, "test"),
         "validation": evaluate_split(trainer, config, "validation"),
         "sparsity": SparsityMeter(trainer.network.backbone).measure(),
@@ -188,10 +206,6 @@ def final_metrics(trainer, config):
     }
     record = run_dir.read_json(run_dir.path(
         config.model_dir, run_dir.BEST_RECORD))
-    metrics["cost"] = {
-        "train_seconds": run_dir.read_json(run_dir.path(
-            config.model_dir, run_dir.TIME_RECORD))["train_seconds"],
-        "tuned_values": config.training.tuned_values}
     if config.pruning:
         pruning = config.pruning
         metrics["pruning"] = {
@@ -201,10 +215,6 @@ def final_metrics(trainer, config):
                 trainer.masks.masks()),
             "budget_from": pruning.budget_from,
             "mask_from": pruning.mask_from}
-    if config.transfer:
-        source = build.finished_metrics(config.transfer.from_dir, "from_dir")
-        metrics["cost"]["source_train_seconds"] = source.get(
-            "cost", {}).get("train_seconds")
     metrics["selection"] = {
         "monitor": record["monitor"], "value": record["best"],
         "epoch": record["epoch"],
@@ -219,6 +229,21 @@ def final_metrics(trainer, config):
             "tasks": sorted(set(source["test"]) - {"loss"}),
             "train_scope": config.transfer.train_scope}
     return metrics
+
+
+def cost(config):
+    """`cost.json`: training time (summed over resumes) and the tuned values;
+    kept out of `metrics.json`, which is identical for identical runs."""
+    record = {
+        "train_seconds": run_dir.read_json(run_dir.path(
+            config.model_dir, run_dir.TIME_RECORD))["train_seconds"],
+        "tuned_values": config.training.tuned_values}
+    if config.transfer:
+        source = run_dir.path(config.transfer.from_dir, run_dir.COST_FILE)
+        if os.path.exists(source):
+            record["source_train_seconds"] = run_dir.read_json(source)[
+                "train_seconds"]
+    return record
 
 
 def save_masks(trainer, path):
@@ -236,15 +261,37 @@ def _identity_of(recorded):
     return config_lib.from_dict(recorded).identity()
 
 
-def prepare(config, overwrite=False):
+def check_replicas(config, replicas):
+    """Raises ValueError unless the global batch splits over `replicas`."""
+    if config.meta is not None:
+        size, name = config.meta.meta_batch_size, "meta_batch_size"
+    else:
+        size, name = config.training.batch_size, "batch_size"
+    if size % replicas:
+        raise ValueError(
+            f"--{name}={size} is the global batch: it must divide evenly over "
+            f"the strategy's {replicas} replicas.")
+
+
+def prepare(config, strategy=None, overwrite=False):
     """Checks the user-facing inputs and claims `model_dir`; trains nothing.
 
+    Under a multi-worker strategy only the chief claims the directory.
+
+    Returns:
+        The epochs a resumed run already completed (0 for a new run).
+
     Raises:
-        ValueError: for unusable data files or a `model_dir` that holds
-            another experiment or a finished run (see `run_dir.claim`).
+        ValueError: for unusable data files, a global batch that does not
+            split over the replicas, or a `model_dir` that holds another
+            experiment or a finished run (see `run_dir.claim`).
     """
+    strategy = strategy or tf.distribute.get_strategy()
+    check_replicas(config, strategy.num_replicas_in_sync)
     identity = config.identity()
-    run_dir.check(config.model_dir, identity, _identity_of, overwrite)
+    chief = runtime.is_chief(strategy)
+    if chief:
+        run_dir.check(config.model_dir, identity, _identity_of, overwrite)
     if config.training.monitor == "delta_m":
         try:
             DeltaMLogger(reference_validation(
@@ -263,38 +310,86 @@ def prepare(config, overwrite=False):
     # Prepares the examples now: unusable files are reported before anything
     # is written into model_dir.
     data_lib.builder(config.data)
+    if not chief:
+        return 0
     resuming = run_dir.claim(config.model_dir, config_lib.to_dict(config),
                              identity, _identity_of, overwrite=overwrite)
-    if resuming:
-        logging.info("Resuming the unfinished run in %s", config.model_dir)
+    if not resuming:
+        return 0
+    return safety.resumed_epoch(run_dir.path(config.model_dir,
+                                             run_dir.BACKUP_DIR))
 
 
-def run(config):
+def start(config, overwrite=False):
+    """Starts TensorFlow as the config asks (devices, strategy, determinism),
+    then `prepare`s the run.
+
+    Returns:
+        `(strategy, epochs a resumed run already completed)`.
+
+    Raises:
+        ValueError: for anything that stops the run before it starts.
+    """
+    training = config.training
+    strategy = runtime.start(training.strategy, training.cpu_devices,
+                             training.deterministic, training.seed)
+    return strategy, prepare(config, strategy, overwrite)
+
+
+def run(config, strategy=None):
     """Trains, evaluates on the test split and writes all artifacts.
 
-    Call `prepare` first.
+    Call `prepare` first. Under `strategy` the trainer is built in its scope
+    and `fit` spreads every step over its replicas; only the chief writes
+    the run's files (other workers work in a temporary directory, removed at
+    the end). A resumed run continues its data and episode streams where the
+    last completed epoch left them.
 
     Returns:
         The metrics written to `metrics.json`.
     """
-    trainer = build.build_trainer(config)
-    train = build.training_batches(config)
+    strategy = strategy or tf.distribute.get_strategy()
+    chief = runtime.is_chief(strategy)
+    if not chief:
+        config = config.replace(model_dir=tempfile.mkdtemp(
+            prefix=".ms_keras-worker-"))
+    try:
+        return _train_and_record(config, strategy, chief)
+    finally:
+        if not chief:
+            shutil.rmtree(config.model_dir, ignore_errors=True)
+
+
+def _train_and_record(config, strategy, chief):
+    with strategy.scope():
+        trainer = build.build_trainer(config)
+    steps = build.steps_per_epoch(config)
+    done = safety.resumed_epoch(run_dir.path(config.model_dir,
+                                             run_dir.BACKUP_DIR))
+    train = build.training_batches(config).skip(done * steps)
     validation = data_lib.load(config.data, config.task_specs, "validation",
                                config.training.batch_size, training=False)
     history = trainer.fit(
-        train, epochs=config.training.epochs,
-        steps_per_epoch=build.steps_per_epoch(config), validation_data=validation,
+        train, epochs=config.training.epochs, steps_per_epoch=steps,
+        validation_data=validation,
         validation_steps=config.training.validation_steps or None,
         callbacks=_callbacks(config, trainer),
         verbose=config.training.verbose, shuffle=False)
+    steps_trained = int(keras.ops.convert_to_numpy(
+        trainer.optimizer.iterations))
     load_best_weights(trainer, config)
     metrics = final_metrics(trainer, config)
+    metrics["steps"] = steps_trained
     metrics["epochs_trained"] = len(history.epoch)
     metrics["history"] = {k: [float(v) for v in values]
                           for k, values in history.history.items()}
-    model_dir = config.model_dir
-    run_dir.atomic_write(run_dir.path(model_dir, run_dir.MODEL_FILE),
-                         trainer.network.save)
-    save_masks(trainer, run_dir.path(model_dir, run_dir.MASK_FILE))
-    run_dir.write_json(run_dir.path(model_dir, run_dir.METRICS_FILE), metrics)
+    if chief:
+        model_dir = config.model_dir
+        run_dir.atomic_write(run_dir.path(model_dir, run_dir.MODEL_FILE),
+                             trainer.network.save)
+        save_masks(trainer, run_dir.path(model_dir, run_dir.MASK_FILE))
+        run_dir.write_json(run_dir.path(model_dir, run_dir.COST_FILE),
+                           cost(config))
+        run_dir.write_json(run_dir.path(model_dir, run_dir.METRICS_FILE),
+                           metrics)
     return metrics

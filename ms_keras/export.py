@@ -35,6 +35,7 @@ from ms_keras import data as data_lib
 from ms_keras import experiment
 from ms_keras import flags as ms_flags
 from ms_keras import run_dir
+from ms_keras import runtime
 from ms_keras import serving
 from ms_keras.models import MultiTaskModel
 from ms_keras.sparsity import slim as slim_lib
@@ -291,6 +292,7 @@ def run(config, output_dir, tasks=None, formats=FORMATS, quantize="none",
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    runtime.start()
     try:
         config, tasks = check_request(
             FLAGS.model_dir, FLAGS.output_dir, FLAGS.format, FLAGS.quantize,

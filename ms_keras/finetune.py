@@ -30,6 +30,7 @@ from absl import flags
 from ms_keras import config as config_lib
 from ms_keras import experiment
 from ms_keras import flags as ms_flags
+from ms_keras.trainers import safety
 
 FLAGS = ms_flags.FLAGS
 ms_flags.define_run_flags()
@@ -82,12 +83,18 @@ def main(argv):
             training=ms_flags.given(config_lib.TrainingConfig),
             data={name: FLAGS[name].value for name in ("data_dir", "tfds_dir")
                   if ms_flags.set_by_user(name)})
-        experiment.prepare(config, overwrite=FLAGS.overwrite)
+        strategy, resumed = experiment.start(config, FLAGS.overwrite)
     except ValueError as e:
         ms_flags.fail(e)
     print(f"Run directory: {config.model_dir}", flush=True)
-    metrics = experiment.run(config)
-    print(json.dumps({"test": metrics["test"]}, indent=2))
+    if resumed:
+        print(f"resumed from epoch {resumed}", flush=True)
+    try:
+        metrics = experiment.run(config, strategy)
+    except safety.NonFiniteError as e:
+        ms_flags.fail(e)
+    print(json.dumps({key: metrics[key] for key in (
+        "test", "lambda", "steps", "fingerprint")}, indent=2))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from absl import logging
 
 from ms_keras import config as config_lib
 from ms_keras import data as data_lib
+from ms_keras import runtime
 from ms_keras import tasks as tasks_lib
 from ms_keras.meta import episodes as episodes_lib
 from ms_keras.models import BACKBONES
@@ -224,6 +225,18 @@ def define_training_flags():
                          "augmentation and episodes.")
     flags.DEFINE_boolean("jit_compile", False,
                          "Compile the train step with XLA.")
+    flags.DEFINE_enum(
+        "strategy", "default", list(runtime.STRATEGIES),
+        "tf.distribute strategy: default (one device), mirrored (this host's "
+        "GPUs, else its logical CPUs), multi_worker (the cluster in "
+        "TF_CONFIG) or tpu.")
+    flags.DEFINE_integer(
+        "cpu_devices", 1, "Split the CPU into this many logical devices "
+        "(with --strategy=mirrored: try and test data parallelism without "
+        "accelerators).")
+    flags.DEFINE_boolean(
+        "deterministic", False, "Deterministic ops and data order: two runs "
+        "with one --seed write the same metrics.json.")
     flags.DEFINE_integer(
         "tuned_values", 1, "How many values of this run's sparsity "
         "hyperparameter (lambda, pruning ratio, ...) were tried to arrive at "
@@ -467,6 +480,7 @@ def fail(error):
     """Ends the program with a one-line message (exit code 1)."""
     sys.stderr.write(f"{program_name()}: error: {error}\n")
     sys.exit(1)
+
 
 
 # Flags -> config ---------------------------------------------------------

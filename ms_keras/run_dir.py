@@ -15,6 +15,7 @@ import tempfile
 CONFIG_FILE = "config.json"
 LEGACY_FLAGS_FILE = "flags.json"
 METRICS_FILE = "metrics.json"
+COST_FILE = "cost.json"  # training time, tuned values (not deterministic)
 BEST_WEIGHTS = "checkpoints/best.weights.h5"
 BEST_RECORD = "checkpoints/best.weights.json"  # monitor, value, epoch
 TIME_RECORD = "checkpoints/time.json"  # training seconds, over resumes
@@ -22,7 +23,7 @@ MODEL_FILE = "model.keras"
 MASK_FILE = "sparsity_mask.npz"
 BACKUP_DIR = "backup"
 # What `--overwrite` removes before a run starts again.
-_RESULTS = (METRICS_FILE, MASK_FILE, MODEL_FILE)
+_RESULTS = (METRICS_FILE, COST_FILE, MASK_FILE, MODEL_FILE)
 _RESULT_DIRS = ("checkpoints", BACKUP_DIR, "train", "validation")
 
 

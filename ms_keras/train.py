@@ -18,6 +18,7 @@ from absl import app
 
 from ms_keras import experiment
 from ms_keras import flags as ms_flags
+from ms_keras.trainers import safety
 
 FLAGS = ms_flags.FLAGS
 ms_flags.define_run_flags()
@@ -33,12 +34,18 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     try:
         config = ms_flags.experiment_config()
-        experiment.prepare(config, overwrite=FLAGS.overwrite)
+        strategy, resumed = experiment.start(config, FLAGS.overwrite)
     except ValueError as e:
         ms_flags.fail(e)
     print(f"Run directory: {config.model_dir}", flush=True)
-    metrics = experiment.run(config)
-    print(json.dumps({"test": metrics["test"]}, indent=2))
+    if resumed:
+        print(f"resumed from epoch {resumed}", flush=True)
+    try:
+        metrics = experiment.run(config, strategy)
+    except safety.NonFiniteError as e:
+        ms_flags.fail(e)
+    print(json.dumps({key: metrics[key] for key in (
+        "test", "lambda", "steps", "fingerprint")}, indent=2))
 
 
 if __name__ == "__main__":

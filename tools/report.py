@@ -265,8 +265,11 @@ def write_cost(runs, output_dir):
     """Table 6: median training time and tuned values per configuration."""
     table = {}
     for configuration, run in runs:
-        metrics, _ = load(run)
-        cost = metrics.get("cost", {})
+        path = os.path.join(run, "cost.json")
+        cost = {}
+        if os.path.exists(path):
+            with open(path) as f:
+                cost = json.load(f)
         row = table.setdefault(configuration, {"seconds": [], "tuned": set()})
         if "train_seconds" in cost:
             row["seconds"].append(cost["train_seconds"])

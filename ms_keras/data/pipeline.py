@@ -231,4 +231,16 @@ def make_batches(examples, dataset, task_specs, image_size, batch_size,
                                     augmentation_keys(key, i)),
             num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=training)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return shard_by_data(ds.prefetch(tf.data.AUTOTUNE))
+
+
+def shard_by_data(ds):
+    """Lets tf.distribute shard `ds` over workers by element.
+
+    The examples live in one TFRecord file per split, too few for the default
+    file-based sharding of a multi-worker strategy.
+    """
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA)
+    return ds.with_options(options)

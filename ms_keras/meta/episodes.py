@@ -11,6 +11,8 @@ import re
 import numpy as np
 import tensorflow as tf
 
+from ms_keras.data import pipeline
+
 UNIFORM = "uniform"
 ALL_TASKS = "all_tasks"
 _BOUNDED = re.compile(r"^size<=(\d+)$")
@@ -98,7 +100,8 @@ def meta_batches(support, query, table, meta_batch_size, seed):
     Returns:
         A `tf.data.Dataset` of dicts `support_images`, `support_targets`,
         `query_images`, `query_targets` (leading axis `meta_batch_size`) and
-        `episodes` (`(meta_batch_size, num_tasks)` bool).
+        `episodes` (`(meta_batch_size, num_tasks)` int32 0/1: tf.distribute
+        averages a first batch to build the model, which bool cannot do).
     """
     if meta_batch_size < 1:
         raise ValueError(
@@ -113,7 +116,8 @@ def meta_batches(support, query, table, meta_batch_size, seed):
             "support_targets": support_batch[1],
             "query_images": query_batch[0],
             "query_targets": query_batch[1],
-            "episodes": episodes,
+            "episodes": tf.cast(episodes, tf.int32),
         }
 
-    return zipped.map(as_dict).prefetch(tf.data.AUTOTUNE)
+    return pipeline.shard_by_data(
+        zipped.map(as_dict).prefetch(tf.data.AUTOTUNE))

@@ -135,12 +135,14 @@ class ExactBatchNormalization(keras.layers.Layer):
         self.beta = self.add_weight(
             shape=(channels,), initializer="zeros", name="beta",
             trainable=True) if self.center else None
+        # Under tf.distribute a replica's assignment is averaged over the
+        # replicas (with "none" each would silently keep its own).
         self.moving_mean = self.add_weight(
             shape=(channels,), initializer="zeros", name="moving_mean",
-            trainable=False)
+            trainable=False, aggregation="mean")
         self.moving_variance = self.add_weight(
             shape=(channels,), initializer="ones", name="moving_variance",
-            trainable=False)
+            trainable=False, aggregation="mean")
 
     def call(self, inputs, training=False):
         axes = list(range(len(inputs.shape) - 1))

@@ -76,7 +76,7 @@ class SparsitySummaries(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         step = self.model.optimizer.iterations
-        if int(step) % self.every_n_steps == 0:
+        if int(keras.ops.convert_to_numpy(step)) % self.every_n_steps == 0:
             self._write(step)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -134,7 +134,7 @@ class PruningSchedule(keras.callbacks.Callback):
         self._in_force = pruning_lib.parameter_percent(self.masks.masks())
 
     def on_train_batch_begin(self, batch, logs=None):
-        wanted = self.target(int(self.model.optimizer.iterations))
+        wanted = self.target(int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)))
         if wanted <= self._in_force + 1e-9:
             return
         kernels = {layer.name: np.asarray(layer.kernel)
@@ -158,5 +158,5 @@ class PruningSchedule(keras.callbacks.Callback):
         logs["pruning_sparsity"] = pruning_lib.parameter_percent(
             self.masks.masks())
         logs["pruning_target_reached"] = float(
-            self.target(int(self.model.optimizer.iterations))
+            self.target(int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)))
             >= self.final_percent - 1e-9)

@@ -23,6 +23,7 @@ from ms_keras.meta import inner_loop
 from ms_keras.sparsity import groups as groups_lib
 from ms_keras.sparsity import prox as prox_lib
 from ms_keras.trainers.multitask import MultiTaskTrainer
+from ms_keras.trainers.multitask import reducible
 from ms_keras.trainers.multitask import replica_scale
 
 INNER_PROX_MODES = ("differentiable", "straight_through", "off")
@@ -160,13 +161,16 @@ class MetaSparsityTrainer(MultiTaskTrainer):
             lambda_optimizer = self.optimizer.__class__.from_config(
                 self.optimizer.get_config())
         self.lambda_optimizer = lambda_optimizer
-        self.optimizer.build(self.meta_variables)
         if self.learns_lambda:
             self.lambda_optimizer.build([self.lam.raw])
 
     @property
     def learns_lambda(self):
         return self.lam is not None and self.lam.learnable
+
+    @property
+    def optimizer_variables(self):
+        return self.meta_variables
 
     @property
     def meta_variables(self):
@@ -324,7 +328,7 @@ class MetaSparsityTrainer(MultiTaskTrainer):
         self.implicit_tracker.update_state(total - explicit)
 
     def train_step(self, data):
-        episodes = data["episodes"]
+        episodes = tf.cast(data["episodes"], tf.bool)
         meta_batch = tf.shape(episodes)[0]
 
         def episode_body(m, sums):
@@ -356,7 +360,7 @@ class MetaSparsityTrainer(MultiTaskTrainer):
                                 (tf.constant(0), self._zero_sums()))
         scale = 1.0 / tf.cast(meta_batch, self.compute_dtype)
         lam_of_step = None if self.lam is None else self.lam.value()
-        self.apply_update(
+        norm = self.apply_update(
             [replica_scale(g * tf.cast(scale, g.dtype))
              for g in sums["weights"]], self.meta_variables, lam_of_step)
         if self.lam is not None:
@@ -367,15 +371,33 @@ class MetaSparsityTrainer(MultiTaskTrainer):
                 [replica_scale(sums["lam"] * tf.cast(scale, sums["lam"].dtype))],
                 [self.lam.raw])
         self.refresh_statistics(data["query_images"])
-        return self.logs([self.loss_tracker, self.objective_tracker,
+        logs = self.logs([self.loss_tracker, self.objective_tracker,
                           self.task_sum_tracker, *self.task_loss_trackers,
                           *self.sparsity_trackers])
+        return reducible({**logs, "gradient_norm": norm})
 
-    def refresh_statistics(self, images):
-        """One moving-statistics update from a training-mode pass at the meta
-        weights (after the update and the prox) over every query image of
-        the meta-batch: the statistics then belong to the weights that are
-        evaluated and shipped, not to the sparser fast weights."""
-        shape = tf.shape(images)
-        flat = tf.reshape(images, tf.concat([[-1], shape[2:]], axis=0))
-        self.network(flat, training=True)
+    def refresh_statistics(self, query_images):
+        """One moving-statistics update from training-mode passes at the meta
+        weights (after the update and the prox) over each episode's query
+        batch, averaged over the episodes: the statistics then belong to the
+        weights that are evaluated and shipped, not to the sparser fast
+        weights. Per episode, as the meta-gradients are, so that spreading
+        the episodes over replicas (whose averaged assignment this is) gives
+        the same statistics as one device."""
+        network = self.network
+        trainable = [v.value for v in network.trainable_variables]
+        statistics = [v.value for v in network.non_trainable_variables]
+        episodes = tf.shape(query_images)[0]
+
+        def body(m, sums):
+            _, updated = network.stateless_call(
+                trainable, statistics, query_images[m], training=True)
+            return m + 1, [s + u for s, u in zip(sums, updated)]
+
+        _, sums = tf.while_loop(
+            lambda m, _: m < episodes, body,
+            (tf.constant(0), [tf.zeros_like(v) for v in statistics]))
+        count = tf.cast(episodes, self.compute_dtype)
+        for variable, total in zip(network.non_trainable_variables, sums):
+            variable.assign(tf.stop_gradient(total / tf.cast(count,
+                                                             total.dtype)))

@@ -12,6 +12,33 @@ def replica_scale(loss):
     return loss / tf.distribute.get_strategy().num_replicas_in_sync
 
 
+def reducible(logs):
+    """The step's logs as Keras can reduce them over the replicas.
+
+    Under MultiWorkerMirroredStrategy Keras 3 averages each log over axis 0,
+    which a scalar does not have (tensorflow/tensorflow#72388): give each a
+    length-1 axis there, which the average removes.
+    """
+    if isinstance(tf.distribute.get_strategy(),
+                  tf.distribute.MultiWorkerMirroredStrategy):
+        return {name: tf.reshape(value, [1]) for name, value in logs.items()}
+    return logs
+
+
+def once_for_all_replicas(fn):
+    """Runs `fn` once in cross-replica context and returns its result.
+
+    Variable assignments made there are mirrored to every replica, as the
+    optimizer's own updates are; in replica context a mirrored weight's
+    assignment would be refused (or, with "none" aggregation, diverge).
+    Without a strategy it simply calls `fn`.
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None:
+        return fn()
+    return context.merge_call(lambda strategy: fn())
+
+
 class MultiTaskTrainer(keras.Model):
     """Trains a multi-task model on the weighted sum of its task losses.
 
@@ -74,6 +101,27 @@ class MultiTaskTrainer(keras.Model):
         # The network and the loss weighting are built on construction.
         self.built = True
 
+    def compile(self, optimizer="adam", **kwargs):
+        """Like `keras.Model.compile`; the optimizer is built here, so that
+        the first traced step creates no variables and the trainer is
+        complete before `fit`."""
+        super().compile(optimizer=optimizer, **kwargs)
+        self.optimizer.build(self.optimizer_variables)
+
+    @property
+    def optimizer_variables(self):
+        """The variables `optimizer` updates."""
+        return self.trainable_variables
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Everything is built in __init__ and compile. Keras would otherwise
+        # average a first batch over the replicas to build the model
+        # symbolically, which MultiWorkerMirroredStrategy cannot do for a
+        # nested batch.
+        if self.optimizer is not None and self.optimizer.built:
+            return
+        super()._maybe_symbolic_build(iterator, data_batch)
+
     @property
     def task_names(self):
         return tuple(t.name for t in self.task_specs)
@@ -134,16 +182,23 @@ class MultiTaskTrainer(keras.Model):
             gradients: gradients aligned with `variables`.
             variables: the variables the optimizer updates.
             lam: lambda of the prox (default: the current one).
+
+        Returns:
+            The global norm of the (masked) gradients, for the logs.
         """
         if self.masks is not None:
             gradients = self.masks.mask_gradients(gradients, variables)
+        norm = tf.linalg.global_norm(
+            [g for g in gradients if g is not None])
         self.optimizer.apply(gradients, variables)
         if self.masks is not None:
-            self.masks.apply()
+            once_for_all_replicas(self.masks.apply)
         if self.prox is not None:
             lam = self.lam.value() if lam is None else lam
-            self.threshold_tracker.update_state(
-                self.prox.apply(self.optimizer, lam))
+            threshold = once_for_all_replicas(
+                lambda: self.prox.apply(self.optimizer, lam))
+            self.threshold_tracker.update_state(threshold)
+        return norm
 
     def train_step(self, data):
         images, targets = data
@@ -153,12 +208,12 @@ class MultiTaskTrainer(keras.Model):
             total = self.loss_weighting(task_losses)
             scaled = replica_scale(total)
         variables = self.trainable_variables
-        self.apply_update(tape.gradient(scaled, variables), variables)
+        norm = self.apply_update(tape.gradient(scaled, variables), variables)
         self.update_metrics(total, task_losses, targets, predictions)
         trackers = self.evaluation_metrics
         if self.prox is not None:
             trackers = [*trackers, self.threshold_tracker]
-        return self.logs(trackers)
+        return reducible({**self.logs(trackers), "gradient_norm": norm})
 
     def test_step(self, data):
         images, targets = data
@@ -166,4 +221,5 @@ class MultiTaskTrainer(keras.Model):
         task_losses = self.task_losses(targets, predictions)
         total = self.loss_weighting(task_losses)
         self.update_metrics(total, task_losses, targets, predictions)
-        return self.logs(self.evaluation_metrics, with_lambda=False)
+        return reducible(self.logs(self.evaluation_metrics,
+                                   with_lambda=False))

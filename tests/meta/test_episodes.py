@@ -49,4 +49,4 @@ def test_meta_batches_stack_support_query_and_episodes():
     assert batch["support_images"].shape == (3, 2, 4, 4, 3)
     assert batch["query_targets"]["depth"].shape == (3, 2, 4, 4, 1)
     assert batch["episodes"].shape == (3, 2)
-    assert batch["episodes"].dtype == tf.bool
+    assert batch["episodes"].dtype == tf.int32  # 0/1; bool cannot be averaged

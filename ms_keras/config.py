@@ -238,7 +238,8 @@ class MetaConfig:
         inner_clip_norm: bound on the global norm of each inner gradient
             (0: none).
         episode_sampler: `uniform`, `all_tasks` or `size<=k`.
-        lambda_init: initial lambda of a sparse meta run (None: U[0.1, 1]).
+        lambda_init: initial lambda of a sparse meta run (None: drawn from
+            `sparsity.lam.INIT_RANGE`).
         lambda_optimizer: `sgd` (a step proportional to lambda's gradient,
             so lambda slows where its gradient shrinks) or `adam` (steps of
             about `lambda_lr` whatever the gradient).
@@ -249,7 +250,7 @@ class MetaConfig:
     inner_steps: int = 1
     inner_lr: float = 1e-2
     first_order: bool = False
-    inner_prox: str = "differentiable"
+    inner_prox: str = "straight_through"
     regrow_prob: float = 0.0
     inner_clip_norm: float = 0.0
     episode_sampler: str = episodes_lib.UNIFORM

@@ -295,7 +295,7 @@ def define_experiment_flags():
         "first_order", False, "First-order meta-gradients (FOMAML) instead "
         "of second order.")
     flags.DEFINE_enum(
-        "inner_prox", "differentiable", list(config_lib.INNER_PROX),
+        "inner_prox", "straight_through", list(config_lib.INNER_PROX),
         "The prox after each inner step: differentiable (lambda gets its "
         "implicit meta-gradient, Eq. 15), straight_through (same values; a "
         "group zeroed inside the inner loop keeps its weights' "
@@ -315,7 +315,8 @@ def define_experiment_flags():
         "(uniform: every non-empty task subset, Eq. 9).")
     flags.DEFINE_float(
         "lambda_init", None, "Initial lambda of a meta-sparsity run "
-        "(default: drawn from U[0.1, 1] with --seed, as in the paper).")
+        "(default: drawn log-uniformly from [5e-4, 2e-3] with --seed; the "
+        "paper draws from U[0.1, 1] in the units of its SGD prox).")
     flags.DEFINE_enum(
         "lambda_optimizer", "sgd", list(config_lib.LAMBDA_OPTIMIZERS),
         "Optimizer of lambda's raw weight: sgd (steps proportional to its "

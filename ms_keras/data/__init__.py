@@ -165,24 +165,32 @@ def _real_builder(config):
     height, width = config.image_size
     # The user's files stay read-only: prepared TFRecords go where TFDS
     # keeps its data, keyed by the source directory and the settings.
-    result = _REAL_BUILDERS[config.dataset](
-        config=real_builders.make_config(layout, height, width, files),
-        data_dir=tfds_root(config.tfds_dir))
-    _prepare_quietly(result, tfds.download.DownloadConfig(manual_dir=files))
-    return result
+    return _prepared(
+        lambda: _REAL_BUILDERS[config.dataset](
+            config=real_builders.make_config(layout, height, width, files),
+            data_dir=tfds_root(config.tfds_dir)),
+        tfds.download.DownloadConfig(manual_dir=files))
 
 
-def _prepare_quietly(prepared, download_config=None):
-    """`download_and_prepare`, with TFDS' stdout narration sent to the log.
+def _prepared(make, download_config=None):
+    """`make()`'s builder, prepared, with TFDS' narration sent to the log.
 
     TFDS prints "Downloading and preparing dataset ..." even for data that
     is generated or read locally, which would interleave with Keras' output.
+    When another process (a parallel study run, a second worker) finishes
+    preparing the same examples first, a fresh builder reads theirs.
     """
     narration = io.StringIO()
     with contextlib.redirect_stdout(narration):
-        prepared.download_and_prepare(download_config=download_config)
+        result = make()
+        try:
+            result.download_and_prepare(download_config=download_config)
+        except FileExistsError:
+            result = make()
+            result.download_and_prepare(download_config=download_config)
     if narration.getvalue().strip():
         logging.info("%s", narration.getvalue().strip())
+    return result
 
 
 def builder(config):
@@ -204,9 +212,8 @@ def builder(config):
         height, width, train, validation, test, config.synthetic_seed,
         config.synthetic_holes)
     cls = synthetic_builders.BUILDERS[config.dataset]
-    result = cls(config=builder_config, data_dir=tfds_root(config.tfds_dir))
-    _prepare_quietly(result)
-    return result
+    return _prepared(lambda: cls(config=builder_config,
+                                 data_dir=tfds_root(config.tfds_dir)))
 
 
 def load(config, task_specs, split, batch_size, training, seed=0,

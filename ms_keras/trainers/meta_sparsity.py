@@ -293,22 +293,29 @@ class MetaSparsityTrainer(MultiTaskTrainer):
                                     clip_norm=self.inner_clip_norm)
             query_loss, task_losses = self._episode_loss(
                 fast, statistics, *query, episode)
-            objective = query_loss
             penalty = tf.zeros((), query_loss.dtype)
+            weighted_penalty = tf.zeros((), query_loss.dtype)
             if sparse:
                 penalty = prox_lib.penalty([fast[i] for i in self.penalised],
                                            self.sparsity)
-                objective = query_loss + tf.cast(lam, query_loss.dtype) * (
-                    penalty)
-        weight_grads = tape.gradient(
-            query_loss, variables,
+                weighted_penalty = tf.cast(lam, query_loss.dtype) * penalty
+        # One reverse pass from the query loss serves the weights and
+        # lambda's raw weight; lambda's total derivative (Eq. 15) adds the
+        # penalty term's, whose path to lambda runs through the prox ops only
+        # (for one inner step it never enters the networks).
+        raw = [self.lam.raw.value] if self.learns_lambda else []
+        grads = tape.gradient(
+            query_loss, [*variables, *raw],
             unconnected_gradients=tf.UnconnectedGradients.ZERO)
         lam_grad = None
         if self.learns_lambda:
-            lam_grad = tape.gradient(objective, self.lam.raw)
+            lam_grad = grads.pop() + tape.gradient(
+                weighted_penalty, raw[0],
+                unconnected_gradients=tf.UnconnectedGradients.ZERO)
             del tape
-        return MetaGradients(weight_grads, lam_grad, query_loss, objective,
-                             task_losses, tf.stop_gradient(penalty))
+        return MetaGradients(grads, lam_grad, query_loss,
+                             query_loss + weighted_penalty, task_losses,
+                             tf.stop_gradient(penalty))
 
     def _zero_sums(self):
         """Accumulators of one meta-batch."""

@@ -199,3 +199,22 @@ def test_scale_crop_of_a_constant_depth_is_depth_over_scale():
             tf.constant([seed, 1], tf.int64), tf.constant([seed, 2], tf.int64))
         values = np.unique(out["depth"].numpy())
         assert values.size == 1 and 2.0 <= values[0] <= 3.0
+
+
+def test_examples_another_process_prepared_first_are_reused():
+    # Two runs preparing the same examples: the one that loses the rename
+    # race (FileExistsError) reads the winner's with a fresh builder.
+    made = []
+
+    class Builder:
+        def __init__(self):
+            made.append(self)
+            self.prepared = False
+
+        def download_and_prepare(self, download_config=None):
+            if len(made) == 1:
+                raise FileExistsError("incomplete.XYZ -> 1.0.0 exists")
+            self.prepared = True
+
+    result = data_lib._prepared(Builder)
+    assert len(made) == 2 and result is made[1] and result.prepared

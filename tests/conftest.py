@@ -9,8 +9,12 @@ import pytest  # noqa: E402
 from absl import flags  # noqa: E402
 from absl.testing import absltest  # noqa: E402, F401  (defines test flags)
 
+from ms_keras import runtime  # noqa: E402
+
 # absltest helpers (create_tempdir) and the binaries read parsed flags.
 flags.FLAGS.mark_as_parsed()
+# As the binaries run (runtime.start): faster to trace and to run.
+runtime.tune_graph_optimizations()
 
 # Small enough for a 2-core CPU, large enough for every code path.
 TINY_IMAGE = (32, 32)

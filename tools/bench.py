@@ -92,7 +92,10 @@ def measure(args, inner_steps, order):
             "query_targets": {s.name: targets()[s.name] for s in specs},
             "episodes": np.ones((1, len(specs)), np.int32)}
     data = tf.nest.map_structure(tf.constant, data)
-    step = tf.function(trainer.train_step, jit_compile=args.jit_compile)
+    # As `fit` compiles it: a tf.function without AutoGraph (Keras marks its
+    # step `do_not_convert`; the train step's loops are explicit).
+    step = tf.function(trainer.train_step, jit_compile=args.jit_compile,
+                       autograph=False)
     rss_built = _rss_mib()
     times = []
     for _ in range(args.warmup + args.steps):

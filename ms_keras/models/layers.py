@@ -10,6 +10,7 @@ replace them with plain differentiable ops.
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 
@@ -100,10 +101,13 @@ class SpatialBroadcast(_ToSize):
 class ExactBatchNormalization(keras.layers.Layer):
     """Batch normalization over NHWC channels with exact higher derivatives.
 
-    In training mode the batch mean and the biased batch variance are plain
-    reductions (`mean((x - mean(x))**2)`), so gradients flow through the mean
-    inside the variance; the moving statistics take one exponential-average
-    update per call, outside the gradient. In inference mode the moving
+    In training mode the batch mean and the biased batch variance normalise
+    the batch with gradients of every order flowing through both: for float32
+    inputs through TensorFlow's fused kernel (`FusedBatchNormV3`, whose
+    registered gradient of the gradient is exact; one op instead of a dozen,
+    which makes the differentiated meta-step far smaller), otherwise through
+    plain reductions (`mean((x - mean(x))**2)`). The moving statistics take
+    one exponential-average update per call, outside the gradient. In inference mode the moving
     statistics are used, as they are when the layer is frozen
     (`trainable=False`), like Keras' own batch norm. Semantics otherwise match
     `keras.layers.BatchNormalization(axis=-1)`.
@@ -144,26 +148,54 @@ class ExactBatchNormalization(keras.layers.Layer):
             shape=(channels,), initializer="ones", name="moving_variance",
             trainable=False, aggregation="mean")
 
-    def call(self, inputs, training=False):
-        axes = list(range(len(inputs.shape) - 1))
-        if training and self.trainable:
-            mean = ops.mean(inputs, axis=axes)
-            variance = ops.mean(ops.square(inputs - mean), axis=axes)
-            keep = self.momentum
-            self.moving_mean.assign(
-                keep * self.moving_mean
-                + (1.0 - keep) * ops.stop_gradient(mean))
-            self.moving_variance.assign(
-                keep * self.moving_variance
-                + (1.0 - keep) * ops.stop_gradient(variance))
-        else:
-            mean = ops.cast(self.moving_mean, inputs.dtype)
-            variance = ops.cast(self.moving_variance, inputs.dtype)
+    def _affine(self, dtype, channels):
+        gamma = (ops.cast(self.gamma, dtype) if self.gamma is not None
+                 else ops.ones((channels,), dtype))
+        beta = (ops.cast(self.beta, dtype) if self.beta is not None
+                else ops.zeros((channels,), dtype))
+        return gamma, beta
+
+    def _normalise_fused(self, inputs):
+        """Training-mode batch norm through the fused kernel (float32, NHWC)."""
+        gamma, beta = self._affine(inputs.dtype, inputs.shape[-1])
+        outputs, mean, unbiased = tf.compat.v1.nn.fused_batch_norm(
+            inputs, gamma, beta, epsilon=self.epsilon, is_training=True)
+        count = ops.cast(ops.size(inputs) // inputs.shape[-1], inputs.dtype)
+        # The kernel returns the Bessel-corrected variance; the moving
+        # average, like the normalisation, uses the biased one.
+        return outputs, mean, unbiased * (count - 1.0) / count
+
+    def _normalise_plain(self, inputs, axes):
+        """Training-mode batch norm from plain reductions (any dtype)."""
+        mean = ops.mean(inputs, axis=axes)
+        variance = ops.mean(ops.square(inputs - mean), axis=axes)
+        return self._scale_shift(inputs, mean, variance), mean, variance
+
+    def _scale_shift(self, inputs, mean, variance):
         outputs = (inputs - mean) * ops.rsqrt(variance + self.epsilon)
         if self.gamma is not None:
-            outputs = outputs * self.gamma
+            outputs = outputs * ops.cast(self.gamma, inputs.dtype)
         if self.beta is not None:
-            outputs = outputs + self.beta
+            outputs = outputs + ops.cast(self.beta, inputs.dtype)
+        return outputs
+
+    def call(self, inputs, training=False):
+        axes = list(range(len(inputs.shape) - 1))
+        if not (training and self.trainable):
+            return self._scale_shift(
+                inputs, ops.cast(self.moving_mean, inputs.dtype),
+                ops.cast(self.moving_variance, inputs.dtype))
+        if inputs.dtype == "float32" and len(inputs.shape) == 4:
+            outputs, mean, variance = self._normalise_fused(inputs)
+        else:
+            outputs, mean, variance = self._normalise_plain(inputs, axes)
+        keep = self.momentum
+        self.moving_mean.assign(
+            keep * self.moving_mean + (1.0 - keep) * ops.stop_gradient(
+                ops.cast(mean, self.moving_mean.dtype)))
+        self.moving_variance.assign(
+            keep * self.moving_variance + (1.0 - keep) * ops.stop_gradient(
+                ops.cast(variance, self.moving_variance.dtype)))
         return outputs
 
     def compute_output_shape(self, input_shape):

@@ -114,6 +114,46 @@ class ExactBatchNormalizationTest(parameterized.TestCase):
         np.testing.assert_allclose(ours.moving_variance,
                                    theirs.moving_variance, rtol=1e-3)
 
+    @parameterized.named_parameters(("center_scale", True),
+                                    ("no_affine", False))
+    def test_fused_and_plain_paths_agree(self, affine):
+        x = tf.constant(self.x, tf.float32)
+        layer = layers.ExactBatchNormalization(center=affine, scale=affine)
+        layer.build(x.shape)
+        if affine:
+            layer.gamma.assign([0.5, 2.0, -1.0])
+            layer.beta.assign([0.1, -0.2, 0.3])
+        fused, mean_f, var_f = layer._normalise_fused(x)
+        plain, mean_p, var_p = layer._normalise_plain(x, [0, 1, 2])
+        np.testing.assert_allclose(fused, plain, atol=2e-5)
+        np.testing.assert_allclose(mean_f, mean_p, rtol=1e-5)
+        np.testing.assert_allclose(var_f, var_p, rtol=1e-5)
+
+    def test_fused_second_derivatives_equal_the_exact_ones(self):
+        # float32 through the fused kernel against float64 plain reductions
+        # (whose Hessian matches finite differences above).
+        rng = np.random.default_rng(4)
+        weights = rng.normal(size=self.x.shape)
+        direction = rng.normal(size=self.x.shape)
+
+        def hvp(dtype):
+            layer = layers.ExactBatchNormalization(dtype=dtype)
+            x = tf.Variable(self.x.astype(dtype))
+            layer.build(x.shape)
+            layer.gamma.assign(np.array([0.5, 2.0, -1.0], dtype))
+            w = tf.constant(weights.astype(dtype))
+            with tf.GradientTape() as outer:
+                with tf.GradientTape() as inner:
+                    loss = tf.reduce_sum(w * tf.sin(layer(x, training=True)))
+                grads = inner.gradient(loss, [x, layer.gamma])
+                along = tf.reduce_sum(grads[0] * direction.astype(dtype)) + (
+                    tf.reduce_sum(grads[1]))
+            return [g.numpy() for g in outer.gradient(
+                along, [x, layer.gamma, layer.beta])]
+
+        for ours, exact in zip(hvp("float32"), hvp("float64")):
+            self.assertLess(gradcheck.relative_error(ours, exact), 1e-5)
+
     def test_config_round_trip(self):
         layer = layers.ExactBatchNormalization(momentum=0.8, epsilon=1e-4,
                                                name="bn")

@@ -368,7 +368,7 @@ def test_inference_agrees_with_training_mode_after_a_sparse_meta_run(
     from ms_keras import data as data_lib
     model_dir = str(tmp_path / "sparse")
     run_train(tfds_dir, model_dir, **{
-        **META_FLAGS, "lambda_init": 0.01, "epochs": 3, "steps_per_epoch": 10,
+        **META_FLAGS, "lambda_init": 0.15, "epochs": 3, "steps_per_epoch": 10,
         "early_stopping_patience": 0})
     metrics = read(model_dir, "metrics.json")
     assert metrics["sparsity"]["parameter_percent"] > 50

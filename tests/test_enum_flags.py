@@ -41,6 +41,15 @@ COVERED_ELSEWHERE = {
     ("dataset", "synthetic_celeba"): "tests/test_binaries.py",
     ("backbone", "resnet50_d8"): "test_resnet50_d8_trains_end_to_end (slow)",
     ("monitor", "delta_m"): "test_delta_m_selection_follows_a_reference_run",
+    ("strategy", "mirrored"): "test_deterministic_mirrored_runs_write_...",
+    ("strategy", "multi_worker"): "test_two_workers_agree_and_only_the_...",
+    # No TPU here: the binary's one-line failure is what can be run.
+    ("strategy", "tpu"): "test_strategies_that_cannot_start_fail_in_one_line",
+    **{("pruning", method): "test_every_method_reaches_the_budget"
+       for method in ("one_shot", "iterative", "progressive",
+                      "sparse_training")},
+    **{("pruning_mask", mask): "test_every_method_reaches_the_budget"
+       for mask in ("magnitude", "random", "meta")},
 }
 
 
@@ -64,7 +73,7 @@ def test_every_enum_value_trains_end_to_end(tfds_dir, tmp_path, name):
     config = read(model_dir, "config.json")
     metrics = read(model_dir, "metrics.json")
     flags = RUNS[name]
-    assert config["mode"] == flags["mode"]
+    assert config["mode"] == flags.get("mode", "mtl")
     for section in ("training", "model", "sparsity", "meta"):
         for field, value in (config.get(section) or {}).items():
             if field in flags and field != "kind":

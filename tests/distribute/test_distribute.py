@@ -158,7 +158,10 @@ def test_a_sigkilled_run_resumes_from_its_last_epoch(tfds_dir, tmp_path):
     assert evaluate.returncode == 0, evaluate.stderr[-3000:]
 
 
-def test_deterministic_runs_write_identical_metrics(tfds_dir, tmp_path):
+def test_deterministic_mirrored_runs_write_identical_metrics(tfds_dir,
+                                                             tmp_path):
+    # Through the binary over two logical devices: --strategy=mirrored end
+    # to end, and the all-reduce keeps --deterministic runs identical.
     prepared(tfds_dir)
     runs = []
     for name in ("a", "b"):
@@ -166,12 +169,15 @@ def test_deterministic_runs_write_identical_metrics(tfds_dir, tmp_path):
                          "--tasks=1,2", "--sparsity=channel",
                          "--lambda_init=0.03", "--meta_batch_size=2",
                          "--epochs=2", "--steps_per_epoch=3",
+                         "--strategy=mirrored", "--cpu_devices=2",
                          "--deterministic", "--seed=7")
         result = train(argv)
         assert result.returncode == 0, result.stderr[-3000:]
         runs.append((tmp_path / name / "metrics.json").read_text())
     assert runs[0] == runs[1]
-    assert json.loads(runs[0])["lambda"] != pytest.approx(0.03)
+    metrics = json.loads(runs[0])
+    assert metrics["steps"] == 6
+    assert metrics["lambda"] != pytest.approx(0.03)
 
 
 def test_a_nan_stops_training_in_one_line_keeping_the_checkpoints(

@@ -238,11 +238,16 @@ def cost(config):
         "train_seconds": run_dir.read_json(run_dir.path(
             config.model_dir, run_dir.TIME_RECORD))["train_seconds"],
         "tuned_values": config.training.tuned_values}
-    if config.transfer:
-        source = run_dir.path(config.transfer.from_dir, run_dir.COST_FILE)
-        if os.path.exists(source):
-            record["source_train_seconds"] = run_dir.read_json(source)[
-                "train_seconds"]
+    # The runs this one starts from or takes its mask from are part of its
+    # price (Table 6 charges one-shot pruning its dense training).
+    sources = {
+        "source_train_seconds": config.transfer and config.transfer.from_dir,
+        "mask_source_train_seconds": (config.pruning
+                                      and config.pruning.mask_from)}
+    for key, source_dir in sources.items():
+        source = source_dir and run_dir.path(source_dir, run_dir.COST_FILE)
+        if source and os.path.exists(source):
+            record[key] = run_dir.read_json(source)["train_seconds"]
     return record
 
 

@@ -69,6 +69,12 @@ def test_meta_mask_prunes_what_the_meta_run_zeroed(tfds_dir, tmp_path,
         assert not np.any(pruned[name][:, :, dead, :]), name
     assert read(model_dir, "metrics.json")["pruning"]["target_percent"] == (
         pytest.approx(budget))
+    # Its price includes both the dense run it prunes and the meta run.
+    cost = read(model_dir, "cost.json")
+    assert cost["source_train_seconds"] == read(
+        dense_run, "cost.json")["train_seconds"]
+    assert cost["mask_source_train_seconds"] == read(
+        meta_run, "cost.json")["train_seconds"]
 
 
 def test_budget_from_reads_the_runs_parameter_sparsity(tfds_dir, tmp_path,

@@ -15,8 +15,10 @@ Runs are grouped into configurations by the directory above their
   events with tensorboard's own reader.
 - `metric_vs_sparsity.png`: each task's test metric against parameter
   sparsity, one point per run (Fig. 5).
-- With `--cost`, also `cost.md` / `cost.csv` (Table 6): training time and
-  the number of hyperparameter values tuned per configuration.
+- With `--cost`, also `cost.md` / `cost.csv` (Table 6): training time, the
+  time of the runs a configuration starts from (`--from_dir`) or takes its
+  mask from (`--mask_from`), the hyperparameter values tuned, and the total
+  (own + sources) x values tuned.
 """
 
 import csv
@@ -261,8 +263,19 @@ def plot_metric_vs_sparsity(runs, path):
     pyplot.close(figure)
 
 
+def _median(values):
+    return statistics.median(values) if values else None
+
+
+def _seconds(value):
+    return "-" if value is None else f"{value:.0f}"
+
+
 def write_cost(runs, output_dir):
-    """Table 6: median training time and tuned values per configuration."""
+    """Table 6: per configuration, median training time, the median time of
+    the runs it starts from or takes its mask from, the hyperparameter values
+    tuned, and the total: (own + sources) x values tuned, since each tried
+    value is a run of its own."""
     table = {}
     for configuration, run in runs:
         path = os.path.join(run, "cost.json")
@@ -270,30 +283,39 @@ def write_cost(runs, output_dir):
         if os.path.exists(path):
             with open(path) as f:
                 cost = json.load(f)
-        row = table.setdefault(configuration, {"seconds": [], "tuned": set()})
-        if "train_seconds" in cost:
-            row["seconds"].append(cost["train_seconds"])
-        if "tuned_values" in cost:
-            row["tuned"].add(cost["tuned_values"])
+        row = table.setdefault(configuration, {"seconds": [], "sources": [],
+                                               "totals": [], "tuned": set()})
+        if "train_seconds" not in cost:
+            continue
+        sources = (cost.get("source_train_seconds", 0.0)
+                   + cost.get("mask_source_train_seconds", 0.0))
+        tuned = cost.get("tuned_values", 1)
+        row["seconds"].append(cost["train_seconds"])
+        row["sources"].append(sources)
+        row["totals"].append((cost["train_seconds"] + sources) * tuned)
+        row["tuned"].add(tuned)
     buffer = io.StringIO()
     buffer.write("| configuration | runs | training time (s), median | "
-                 "hyperparameter values tuned |\n|---|---|---|---|\n")
+                 "source runs (s), median | hyperparameter values tuned | "
+                 "total (s), median |\n|---|---|---|---|---|---|\n")
     rows = []
     for configuration in sorted(table):
         row = table[configuration]
-        seconds = (statistics.median(row["seconds"]) if row["seconds"]
-                   else None)
+        seconds, sources, total = (_median(row[key]) for key in (
+            "seconds", "sources", "totals"))
         tuned = ", ".join(str(t) for t in sorted(row["tuned"])) or "-"
         buffer.write(f"| {configuration} | {len(row['seconds'])} | "
-                     f"{'-' if seconds is None else f'{seconds:.0f}'} | "
-                     f"{tuned} |\n")
-        rows.append((configuration, len(row["seconds"]), seconds, tuned))
+                     f"{_seconds(seconds)} | {_seconds(sources)} | {tuned} | "
+                     f"{_seconds(total)} |\n")
+        rows.append((configuration, len(row["seconds"]), seconds, sources,
+                     tuned, total))
     with open(os.path.join(output_dir, "cost.md"), "w") as f:
         f.write(buffer.getvalue())
     with open(os.path.join(output_dir, "cost.csv"), "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["configuration", "runs", "train_seconds_median",
-                         "tuned_values"])
+                         "source_seconds_median", "tuned_values",
+                         "total_seconds_median"])
         writer.writerows(rows)
     return buffer.getvalue()
 

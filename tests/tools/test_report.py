@@ -20,7 +20,7 @@ TASKS = {"segmentation": "miou", "depth": "mae", "normals":
          "cosine_similarity", "edges": "mae"}
 
 
-def make_run(path, metrics, sparsity, lam, steps=5):
+def make_run(path, metrics, sparsity, lam, steps=5, cost=None):
     lam_value = 0.0 if lam is None else lam
     os.makedirs(path)
     with open(os.path.join(path, "metrics.json"), "w") as f:
@@ -30,7 +30,8 @@ def make_run(path, metrics, sparsity, lam, steps=5):
                                 "flops_speedup": 1 + sparsity / 100},
                    "lambda": lam}, f)
     with open(os.path.join(path, "cost.json"), "w") as f:
-        json.dump({"train_seconds": 10.0 + sparsity, "tuned_values": 1}, f)
+        json.dump(cost or {"train_seconds": 10.0 + sparsity,
+                           "tuned_values": 1}, f)
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump({"data": {"dataset": "synthetic_nyu",
                             "segmentation_classes": None},
@@ -135,4 +136,19 @@ def test_cost_table_has_the_median_time(study):
     output, _ = study
     rows = read_csv(output / "cost.csv")
     assert rows["dense"]["train_seconds_median"] == "10.0"
+    assert rows["dense"]["total_seconds_median"] == "10.0"
     assert rows["sparse"]["tuned_values"] == "1"
+
+
+def test_cost_total_charges_the_source_runs_and_every_tuned_value(tmp_path):
+    metrics = {t: 0.5 for t in TASKS}
+    for seed, own in enumerate((20.0, 30.0, 40.0)):
+        make_run(str(tmp_path / "pruned" / f"seed_{seed}"), metrics, 40.0,
+                 None, cost={"train_seconds": own, "tuned_values": 3,
+                             "source_train_seconds": 100.0,
+                             "mask_source_train_seconds": 50.0})
+    report.write_cost(report.find_runs([str(tmp_path)]), str(tmp_path))
+    row = read_csv(tmp_path / "cost.csv")["pruned"]
+    assert float(row["train_seconds_median"]) == 30.0
+    assert float(row["source_seconds_median"]) == 150.0
+    assert float(row["total_seconds_median"]) == (30.0 + 150.0) * 3

@@ -157,6 +157,7 @@ class PruningSchedule(keras.callbacks.Callback):
             return
         logs["pruning_sparsity"] = pruning_lib.parameter_percent(
             self.masks.masks())
+        # From what the mask holds, not from `target(iterations)`: a round
+        # that starts at the next epoch's first step is not in force yet.
         logs["pruning_target_reached"] = float(
-            self.target(int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)))
-            >= self.final_percent - 1e-9)
+            self._in_force >= self.final_percent - 1e-9)

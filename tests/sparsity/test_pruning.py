@@ -123,6 +123,32 @@ def test_iterative_is_a_staircase():
     assert all(b > a for a, b in zip(steps, steps[1:]))
 
 
+def test_the_target_is_reached_only_once_the_last_round_is_pruned():
+    # The last round starts at step 15, the first step after an epoch that
+    # ended at iteration 15: that epoch's weights are not at the budget, so
+    # model selection must not keep them.
+    trainer = make_trainer()
+    targets = pruning.iterative_targets(44.0, 4)
+    schedule = callbacks.PruningSchedule(
+        trainer.network.backbone, trainer.masks,
+        lambda step: targets[min(step // 5, 3)], 44.0,
+        pruning.magnitude_scores)
+    schedule.set_model(trainer)
+    schedule.on_train_begin()
+    reached = []
+    for step in range(20):
+        trainer.optimizer.iterations.assign(step)
+        schedule.on_train_batch_begin(step)
+        if step % 5 == 4:
+            trainer.optimizer.iterations.assign(step + 1)
+            logs = {}
+            schedule.on_epoch_end(step // 5, logs)
+            reached.append(logs["pruning_target_reached"])
+            assert logs["pruning_sparsity"] == pytest.approx(
+                pruning.parameter_percent(trainer.masks.masks()))
+    assert reached == [0.0, 0.0, 0.0, 1.0]
+
+
 def test_progressive_follows_the_cubic_ramp():
     ramp = lambda step: pruning.polynomial_target(step, 50.0, 2, 42, 4)
     percent = curve(ramp, 50.0, 50)

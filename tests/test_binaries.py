@@ -234,7 +234,7 @@ def test_same_seed_gives_identical_lambda_and_sparsity(tfds_dir, tmp_path):
     results = []
     for name in ("a", "b"):
         model_dir = str(tmp_path / name)
-        run_train(tfds_dir, model_dir, **META_FLAGS)
+        run_train(tfds_dir, model_dir, **META_FLAGS, first_order=True)
         metrics = read(model_dir, "metrics.json")
         results.append((metrics["lambda"], metrics["sparsity"]))
     assert results[0] == results[1]

@@ -41,6 +41,7 @@ COVERED_ELSEWHERE = {
     ("dataset", "synthetic_celeba"): "tests/test_binaries.py",
     ("backbone", "resnet50_d8"): "test_resnet50_d8_trains_end_to_end (slow)",
     ("monitor", "delta_m"): "test_delta_m_selection_follows_a_reference_run",
+    ("train_scope", "new_heads"): "test_finetune_new_heads_trains_only_...",
     ("strategy", "mirrored"): "test_deterministic_mirrored_runs_write_...",
     ("strategy", "multi_worker"): "test_two_workers_agree_and_only_the_...",
     # No TPU here: the binary's one-line failure is what can be run.

@@ -36,7 +36,7 @@ def build(strategy, weights=None):
                                         aspp_rates=(1,))
         trainer = MetaSparsityTrainer(
             network, specs, lam=SparsityStrength(0.002),
-            prox=OuterProx(network.backbone), inner_steps=2)
+            prox=OuterProx(network.backbone), inner_steps=1)
         trainer.compile(optimizer=keras.optimizers.Adam(1e-2),
                         lambda_optimizer=keras.optimizers.SGD(1e-3))
         trainer(np.zeros((1, 16, 16, 3)))

@@ -230,6 +230,7 @@ def test_meta_sparsity_run_learns_lambda_and_sparsifies(tfds_dir, tmp_path):
         sparsity["parameter_percent"])
 
 
+@pytest.mark.slow  # --deterministic runs are compared in the default suite
 def test_same_seed_gives_identical_lambda_and_sparsity(tfds_dir, tmp_path):
     results = []
     for name in ("a", "b"):

@@ -42,7 +42,9 @@ COVERED_ELSEWHERE = {
     ("backbone", "resnet50_d8"): "test_resnet50_d8_trains_end_to_end (slow)",
     ("monitor", "delta_m"): "test_delta_m_selection_follows_a_reference_run",
     ("train_scope", "new_heads"): "test_finetune_new_heads_trains_only_...",
-    ("strategy", "mirrored"): "test_deterministic_mirrored_runs_write_...",
+    ("strategy", "mirrored"): "test_deterministic_runs_write_..._metrics"
+                              "[mirrored] (slow), tests/distribute/"
+                              "mirrored_step.py",
     ("strategy", "multi_worker"): "test_two_workers_agree_and_only_the_...",
     # No TPU here: the binary's one-line failure is what can be run.
     ("strategy", "tpu"): "test_strategies_that_cannot_start_fail_in_one_line",
@@ -87,7 +89,8 @@ def test_every_enum_value_trains_end_to_end(tfds_dir, tmp_path, name):
     monitor = flags.get("monitor", "task_losses")
     assert metrics["selection"]["monitor"] == f"val_{monitor}"
     assert set(metrics["test"]) - {"loss"} == {
-        {"1": "segmentation", "2": "depth", "4": "edges"}[t]
+        {"1": "segmentation", "2": "depth", "3": "normals",
+         "4": "edges"}[t]
         for t in flags["tasks"]}
 
 

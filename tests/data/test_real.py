@@ -176,7 +176,9 @@ def test_prepare_nyu_reports_missing_inputs(tmp_path):
         "(needed for --classes=40).")
 
 
-@pytest.mark.parametrize("layout", ["nyud_mt", "mtan", "official", "celeba"])
+@pytest.mark.parametrize("layout", [
+    "nyud_mt", pytest.param("mtan", marks=pytest.mark.slow),
+    pytest.param("official", marks=pytest.mark.slow), "celeba"])
 def test_binary_trains_two_steps_on_each_format(tmp_path, layout):
     from tests.helpers import read
     from tests.helpers import run_train

@@ -43,17 +43,17 @@ def _rss_mib():
 def measure(args, inner_steps, order):
     """One configuration in this process; returns the JSON record."""
     from ms_keras import runtime  # noqa: PLC0415
-
-    runtime.start()
-    import keras  # noqa: PLC0415
-    import numpy as np  # noqa: PLC0415
     import tensorflow as tf  # noqa: PLC0415
 
+    # Thread pools are fixed when TensorFlow initialises (runtime.start).
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     if args.inter_op_threads:
         tf.config.threading.set_inter_op_parallelism_threads(
             args.inter_op_threads)
+    runtime.start()
+    import keras  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
     from ms_keras import tasks as tasks_lib  # noqa: PLC0415
     from ms_keras.models import build_multitask_model  # noqa: PLC0415
     from ms_keras.sparsity.lam import SparsityStrength  # noqa: PLC0415

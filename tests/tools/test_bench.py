@@ -16,7 +16,8 @@ def test_bench_reports_times_and_memory_per_configuration():
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, "tools", "bench.py"),
          "--backbone=resnet_tiny", "--image_size=32", "--batch_size=2",
-         "--inner_steps=1,2", "--orders=first", "--steps=2", "--warmup=1"],
+         "--inner_steps=1,2", "--orders=first", "--steps=2", "--warmup=1",
+         "--threads=2", "--inter_op_threads=1"],
         cwd=REPO, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     records = json.loads(result.stdout)

@@ -21,7 +21,6 @@ zero of its backbone stays zero. Writes the same artifacts as `train`.
 
 from ms_keras import quiet_tf  # noqa: F401  (must precede TensorFlow)
 
-import json
 import os
 
 from absl import app
@@ -30,7 +29,7 @@ from absl import flags
 from ms_keras import config as config_lib
 from ms_keras import experiment
 from ms_keras import flags as ms_flags
-from ms_keras.trainers import safety
+from ms_keras import launch
 
 FLAGS = ms_flags.FLAGS
 ms_flags.define_run_flags()
@@ -77,24 +76,11 @@ def finetune_config(from_dir, model_dir, train_scope, tasks=None,
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        config = finetune_config(
-            FLAGS.from_dir, FLAGS.model_dir, FLAGS.train_scope, FLAGS.tasks,
-            training=ms_flags.given(config_lib.TrainingConfig),
-            data={name: FLAGS[name].value for name in ("data_dir", "tfds_dir")
-                  if ms_flags.set_by_user(name)})
-        strategy, resumed = experiment.start(config, FLAGS.overwrite)
-    except ValueError as e:
-        ms_flags.fail(e)
-    print(f"Run directory: {config.model_dir}", flush=True)
-    if resumed:
-        print(f"resumed from epoch {resumed}", flush=True)
-    try:
-        metrics = experiment.run(config, strategy)
-    except safety.NonFiniteError as e:
-        ms_flags.fail(e)
-    print(json.dumps({key: metrics[key] for key in (
-        "test", "lambda", "steps", "fingerprint")}, indent=2))
+    launch.train_and_report(lambda: finetune_config(
+        FLAGS.from_dir, FLAGS.model_dir, FLAGS.train_scope, FLAGS.tasks,
+        training=ms_flags.given(config_lib.TrainingConfig),
+        data={name: FLAGS[name].value for name in ("data_dir", "tfds_dir")
+              if ms_flags.set_by_user(name)}), FLAGS.overwrite)
 
 
 if __name__ == "__main__":

@@ -12,13 +12,10 @@ a new directory under runs/, printed at the start).
 
 from ms_keras import quiet_tf  # noqa: F401  (must precede TensorFlow)
 
-import json
-
 from absl import app
 
-from ms_keras import experiment
 from ms_keras import flags as ms_flags
-from ms_keras.trainers import safety
+from ms_keras import launch
 
 FLAGS = ms_flags.FLAGS
 ms_flags.define_run_flags()
@@ -32,20 +29,7 @@ ms_flags.define_pruning_flags()
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        config = ms_flags.experiment_config()
-        strategy, resumed = experiment.start(config, FLAGS.overwrite)
-    except ValueError as e:
-        ms_flags.fail(e)
-    print(f"Run directory: {config.model_dir}", flush=True)
-    if resumed:
-        print(f"resumed from epoch {resumed}", flush=True)
-    try:
-        metrics = experiment.run(config, strategy)
-    except safety.NonFiniteError as e:
-        ms_flags.fail(e)
-    print(json.dumps({key: metrics[key] for key in (
-        "test", "lambda", "steps", "fingerprint")}, indent=2))
+    launch.train_and_report(ms_flags.experiment_config, FLAGS.overwrite)
 
 
 if __name__ == "__main__":

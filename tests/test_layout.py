@@ -11,7 +11,8 @@ PACKAGE = os.path.join(os.path.dirname(os.path.dirname(
 
 # Layer of each module or package, highest first.
 LAYERS = (
-    ("binaries", ("train", "evaluate", "finetune", "export", "flags")),
+    ("binaries", ("train", "evaluate", "finetune", "export", "flags",
+                  "launch")),
     ("experiment", ("experiment", "build", "config", "serving")),
     ("trainers", ("trainers",)),
     ("meta/sparsity", ("meta", "sparsity")),

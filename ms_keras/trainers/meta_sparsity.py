@@ -362,9 +362,13 @@ class MetaSparsityTrainer(MultiTaskTrainer):
                                       else result.lam),
             }
 
-        # One traced body for every episode of the meta-batch.
+        # One traced body for every episode of the meta-batch. Iterations
+        # run one after the other: the metric updates in the body are
+        # stateful, and overlapping iterations would add them in an order
+        # that depends on thread timing (not --deterministic).
         _, sums = tf.while_loop(lambda m, _: m < meta_batch, episode_body,
-                                (tf.constant(0), self._zero_sums()))
+                                (tf.constant(0), self._zero_sums()),
+                                parallel_iterations=1)
         scale = 1.0 / tf.cast(meta_batch, self.compute_dtype)
         lam_of_step = None if self.lam is None else self.lam.value()
         norm = self.apply_update(
@@ -403,7 +407,8 @@ class MetaSparsityTrainer(MultiTaskTrainer):
 
         _, sums = tf.while_loop(
             lambda m, _: m < episodes, body,
-            (tf.constant(0), [tf.zeros_like(v) for v in statistics]))
+            (tf.constant(0), [tf.zeros_like(v) for v in statistics]),
+            parallel_iterations=1)
         count = tf.cast(episodes, self.compute_dtype)
         for variable, total in zip(network.non_trainable_variables, sums):
             variable.assign(tf.stop_gradient(total / tf.cast(count,

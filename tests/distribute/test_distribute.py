@@ -164,9 +164,7 @@ def test_a_sigkilled_run_resumes_from_its_last_epoch(tfds_dir, tmp_path):
 
 @pytest.mark.parametrize("strategy", [
     "default",
-    # Through the binary over two logical devices. Slow: in one of six
-    # first-order pairs the logged epoch mean of `objective` differed in its
-    # last bit (weights, lambda and every other value identical).
+    # Through the binary over two logical devices (slow: two traces).
     pytest.param("mirrored", marks=pytest.mark.slow)])
 def test_deterministic_runs_write_identical_metrics(tfds_dir, tmp_path,
                                                     strategy):

@@ -12,6 +12,7 @@ from ms_keras.data import pipeline
 from ms_keras.meta import episodes as episodes_lib
 from ms_keras.models import build_multitask_model
 from ms_keras.sparsity import callbacks as sparsity_callbacks
+from ms_keras.sparsity import control as control_lib
 from ms_keras.sparsity import proximal
 from ms_keras.sparsity import pruning as pruning_lib
 from ms_keras.sparsity.lam import SparsityStrength
@@ -115,12 +116,90 @@ def build_lambda(config):
     if not config.sparse:
         return None
     beta = config.sparsity.lambda_beta
-    if config.learns_lambda:
-        return SparsityStrength(config.meta.lambda_init, beta=beta,
-                                learnable=True, seed=config.training.seed,
-                                name="lam")
+    if config.mode == "meta":
+        start = config.meta.lambda_init or control_lib.DEFAULT_LAMBDA_INIT
+        return SparsityStrength(start, beta=beta,
+                                learnable=config.learns_lambda, name="lam")
     return SparsityStrength(config.sparsity.lam, beta=beta, learnable=False,
                             name="lam")
+
+
+def reference_run_dir(config):
+    """The dense reference of a tolerance-mode run: `--reference_dir`, or the
+    one the run trains itself (`<model_dir>/reference`)."""
+    return (config.meta.reference_dir
+            or run_dir.path(config.model_dir, run_dir.REFERENCE_DIR))
+
+
+def reference_curve(path, task_names):
+    """The `ReferenceCurve` of a finished dense run: its validation task
+    losses at each epoch end, over the fraction of its planned training.
+
+    Raises:
+        ValueError: when `path` holds no finished dense run with every task.
+    """
+    metrics = finished_metrics(path, "reference_dir")
+    recorded = run_dir.read_recorded(path) or {}
+    history = metrics.get("history", {})
+    missing = [t for t in task_names if f"val_{t}_loss" not in history]
+    if recorded.get("sparsity") or recorded.get("pruning"):
+        raise ValueError(
+            f"--reference_dir={path}: a sparse run; the reference must be "
+            "dense (--mode=mtl or stl without --sparsity or --pruning).")
+    if missing:
+        raise ValueError(
+            f"--reference_dir={path}: it did not train "
+            f"{', '.join(missing)} (its tasks: "
+            f"{', '.join(recorded.get('tasks', []))}); the reference must "
+            "have every task of this run.")
+    losses = np.array([history[f"val_{t}_loss"] for t in task_names]).T
+    planned = recorded["training"]["epochs"]
+    fractions = np.arange(1, len(losses) + 1) / planned
+    try:
+        return control_lib.ReferenceCurve(fractions, losses)
+    except ValueError as e:
+        raise ValueError(f"--reference_dir={path}: {e}") from None
+
+
+def reference_losses(path, task_names):
+    """A finished dense reference's validation loss per task (at its kept
+    checkpoint), ordered like `task_names`."""
+    reference_curve(path, task_names)  # checks the run
+    validation = finished_metrics(path, "reference_dir")["validation"]
+    return np.array([validation[t]["loss"] for t in task_names])
+
+
+def probe_window(config):
+    """Steps over which a tolerance-mode run averages its validation
+    probes: two passes over the validation split, at least 10 (the model's
+    own step-to-step changes are the larger noise)."""
+    examples = data_lib.num_examples(config.data, "validation")
+    per_step = config.training.batch_size * config.meta.meta_batch_size
+    return max(10, 2 * -(-examples // per_step))
+
+
+def build_controller(config, training=True):
+    """The SparsityController of a budget or tolerance run, else None.
+
+    Args:
+        config: the run's ExperimentConfig.
+        training: whether it will train; a model built for evaluation needs
+            the controller's state but not its dense reference.
+    """
+    control = config.sparsity_control
+    if control not in (control_lib.BUDGET, control_lib.TOLERANCE):
+        return None
+    meta = config.meta
+    reference = None
+    window = 10
+    if control == control_lib.TOLERANCE and training:
+        reference = reference_curve(reference_run_dir(config), config.tasks)
+        window = probe_window(config)
+    return control_lib.SparsityController(
+        control, total_steps(config), target_sparsity=meta.target_sparsity,
+        target_flops_speedup=meta.target_flops_speedup,
+        quality_tolerance=meta.quality_tolerance, reference=reference,
+        window=window, num_tasks=len(config.tasks), name="controller")
 
 
 def transfer_from(network, transfer):
@@ -146,10 +225,12 @@ def transfer_from(network, transfer):
     return shared
 
 
-def build_trainer(config):
+def build_trainer(config, training=True):
     """A compiled, built trainer for `config`.
 
     Weights are freshly initialised, or start from `config.transfer`.
+    With `training=False` (evaluation, export) a tolerance-mode trainer is
+    built without reading its dense reference.
     """
     training = config.training
     keras.utils.set_random_seed(training.seed)
@@ -175,7 +256,8 @@ def build_trainer(config):
             lam=lam, prox=prox, masks=masks, inner_steps=meta.inner_steps,
             inner_lr=meta.inner_lr, first_order=meta.first_order,
             inner_prox=meta.inner_prox, regrow_prob=meta.regrow_prob,
-            inner_clip_norm=meta.inner_clip_norm, seed=training.seed)
+            inner_clip_norm=meta.inner_clip_norm, seed=training.seed,
+            controller=build_controller(config, training))
         trainer.compile(optimizer=build_optimizer(training),
                         lambda_optimizer=build_lambda_optimizer(config)
                         if config.learns_lambda else None,
@@ -210,8 +292,15 @@ def training_batches(config):
                           stream=pipeline.QUERY_STREAM)
     table = episodes_lib.episode_table(config.meta.episode_sampler,
                                        len(config.tasks))
+    probe = None
+    if config.sparsity_control == control_lib.TOLERANCE:
+        # One ordered pass over validation after another, in whole batches.
+        probe = data_lib.load(config.data, config.task_specs, "validation",
+                              batch_size, training=False).unbatch().repeat(
+                              ).batch(batch_size, drop_remainder=True)
     return episodes_lib.meta_batches(support, query, table,
-                                     config.meta.meta_batch_size, seed)
+                                     config.meta.meta_batch_size, seed,
+                                     probe=probe)
 
 
 def steps_per_epoch(config):

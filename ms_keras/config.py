@@ -22,11 +22,15 @@ from ms_keras.data import DataConfig
 from ms_keras.meta import episodes as episodes_lib
 from ms_keras.models import BACKBONES
 from ms_keras.models.heads import DEFAULT_ASPP_RATES
+from ms_keras.sparsity import control as control_lib
 from ms_keras.sparsity import groups as groups_lib
 from ms_keras.sparsity import proximal
 from ms_keras.sparsity import pruning as pruning_lib
 
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2
+# Version 1 had no sparsity control: its sparse meta runs followed lambda's
+# meta-gradient, which is version 2's `paper` mode.
+_READABLE_VERSIONS = (1, CONFIG_VERSION)
 MODES = ("stl", "mtl", "meta")
 OPTIMIZERS = ("adam", "sgd")
 LOSS_WEIGHTINGS = ("uncertainty", "equal")
@@ -41,6 +45,10 @@ PRUNING_METHODS = ("one_shot", "iterative", "progressive", "sparse_training")
 # Methods that prune a trained run (--from_dir) rather than a fresh model.
 PRUNES_A_TRAINED_RUN = ("one_shot", "iterative")
 LAMBDA_OPTIMIZERS = ("sgd", "adam")
+
+# A sparse meta run without a stated control chooses its sparsity within
+# this loss tolerance (percent).
+DEFAULT_QUALITY_TOLERANCE = 2.0
 
 # Field metadata: settings that may differ between runs of one experiment.
 RUN_CONTROL = {"run_control": True}
@@ -238,12 +246,30 @@ class MetaConfig:
         inner_clip_norm: bound on the global norm of each inner gradient
             (0: none).
         episode_sampler: `uniform`, `all_tasks` or `size<=k`.
-        lambda_init: initial lambda of a sparse meta run (None: drawn from
-            `sparsity.lam.INIT_RANGE`).
+        sparsity_control: how the sparsity a sparse meta run ends at is
+            decided (`sparsity.control.CONTROLS`): `tolerance` (the sparsest
+            backbone whose every task's validation loss stays within
+            `quality_tolerance` percent of a dense reference), `budget`
+            (`target_sparsity` or `target_flops_speedup`) or `paper` (lambda
+            follows its meta-gradient from `lambda_init`, Eq. 15). A dense
+            meta run has none; a sparse one without it gets `tolerance`
+            (within `DEFAULT_QUALITY_TOLERANCE` unless stated).
+        quality_tolerance: the loss each task may lose against the dense
+            reference, in percent (`tolerance`).
+        reference_dir: a finished dense run of the same tasks to compare
+            against (`tolerance`; None: the run trains its own dense
+            reference with the same data, model and steps first).
+        target_sparsity: parameter sparsity budget in percent (`budget`).
+        target_flops_speedup: structural FLOPs speed-up budget, > 1
+            (`budget`).
+        lambda_init: lambda's start value (required by `paper`; in the
+            controlled modes it only enters the first step's inner prox,
+            the controller sets lambda from then on).
         lambda_optimizer: `sgd` (a step proportional to lambda's gradient,
             so lambda slows where its gradient shrinks) or `adam` (steps of
-            about `lambda_lr` whatever the gradient).
-        lambda_lr: lambda's learning rate (0: the training learning rate).
+            about `lambda_lr` whatever the gradient); `paper` only.
+        lambda_lr: lambda's learning rate (0: the training learning rate);
+            `paper` only.
     """
 
     meta_batch_size: int = 1
@@ -254,6 +280,11 @@ class MetaConfig:
     regrow_prob: float = 0.0
     inner_clip_norm: float = 0.0
     episode_sampler: str = episodes_lib.UNIFORM
+    sparsity_control: typing.Optional[str] = None
+    quality_tolerance: typing.Optional[float] = None
+    reference_dir: typing.Optional[str] = None
+    target_sparsity: typing.Optional[float] = None
+    target_flops_speedup: typing.Optional[float] = None
     lambda_init: typing.Optional[float] = None
     lambda_optimizer: str = "sgd"
     lambda_lr: float = 0.0
@@ -268,6 +299,53 @@ class MetaConfig:
         _check(self.lambda_init is None or self.lambda_init > 0,
                f"--lambda_init={self.lambda_init}: must be positive.")
         episodes_lib.check_sampler(self.episode_sampler)
+        self._check_sparsity_control()
+
+    def _check_sparsity_control(self):
+        control = self.sparsity_control
+        _check(control is None or control in control_lib.CONTROLS,
+               f"--sparsity_control={control}: expected one of "
+               f"{', '.join(control_lib.CONTROLS)}.")
+        _check(self.quality_tolerance is None or self.quality_tolerance > 0,
+               f"--quality_tolerance={self.quality_tolerance}: a loss "
+               "increase in percent, > 0.")
+        _check(self.target_sparsity is None
+               or 0.0 < self.target_sparsity < 100.0,
+               f"--target_sparsity={self.target_sparsity}: a parameter "
+               "sparsity in percent, between 0 and 100 (exclusive).")
+        _check(self.target_flops_speedup is None
+               or self.target_flops_speedup > 1.0,
+               f"--target_flops_speedup={self.target_flops_speedup}: a FLOPs "
+               "speed-up over the dense backbone, > 1.")
+        uses = {
+            "quality_tolerance": control_lib.TOLERANCE,
+            "reference_dir": control_lib.TOLERANCE,
+            "target_sparsity": control_lib.BUDGET,
+            "target_flops_speedup": control_lib.BUDGET,
+        }
+        for name, mode in uses.items():
+            value = getattr(self, name)
+            got = (f"--sparsity_control={control}" if control
+                   else "a dense meta run, --sparsity=none")
+            _check(value is None or control == mode,
+                   f"--{name}={value} applies to --sparsity_control={mode} "
+                   f"(got {got}).")
+        if control == control_lib.TOLERANCE:
+            _check(self.quality_tolerance is not None,
+                   "--sparsity_control=tolerance needs --quality_tolerance="
+                   "<percent>.")
+        if control == control_lib.BUDGET:
+            _check((self.target_sparsity is None)
+                   != (self.target_flops_speedup is None),
+                   "--sparsity_control=budget needs exactly one budget: "
+                   "--target_sparsity=<percent> or --target_flops_speedup=<x>;"
+                   f" got --target_sparsity={self.target_sparsity} "
+                   f"--target_flops_speedup={self.target_flops_speedup}.")
+        if control == control_lib.PAPER:
+            _check(self.lambda_init is not None,
+                   "--sparsity_control=paper needs --lambda_init=<value>: "
+                   "lambda's start decides the sparsity there (README, "
+                   "sparsity control).")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -417,6 +495,16 @@ class ExperimentConfig:
         if self.meta is not None:
             episodes_lib.episode_table(self.meta.episode_sampler,
                                        len(self.tasks))
+            control = self.meta.sparsity_control
+            _check(self.sparse or control is None,
+                   f"--sparsity_control={control} controls a sparse run; "
+                   "this one is dense (--sparsity=none).")
+            if self.sparse and control is None:
+                # The default: the run chooses its sparsity.
+                object.__setattr__(self, "meta", dataclasses.replace(
+                    self.meta, sparsity_control=control_lib.TOLERANCE,
+                    quality_tolerance=(self.meta.quality_tolerance
+                                       or DEFAULT_QUALITY_TOLERANCE)))
         if self.pruning is not None:
             method = self.pruning.method
             _check(self.mode != "meta" and self.sparsity is None,
@@ -443,7 +531,21 @@ class ExperimentConfig:
 
     @property
     def learns_lambda(self):
-        return self.mode == "meta" and self.sparse
+        """Whether lambda follows its meta-gradient (the paper's mode)."""
+        return self.sparsity_control == control_lib.PAPER
+
+    @property
+    def sparsity_control(self):
+        """The control of a sparse meta run, else None."""
+        if self.meta is None or not self.sparse:
+            return None
+        return self.meta.sparsity_control
+
+    @property
+    def needs_own_reference(self):
+        """Whether the run trains its own dense reference first."""
+        return (self.sparsity_control == control_lib.TOLERANCE
+                and not self.meta.reference_dir)
 
     def replace(self, **changes):
         """A copy with `changes` (section objects or top-level fields)."""
@@ -479,6 +581,24 @@ def for_finetuning(source, model_dir, transfer, tasks=None, training=None,
         data=dataclasses.replace(source.data, **(data or {})),
         training=dataclasses.replace(source.training, **(training or {})),
         sparsity=None, meta=None, pruning=None, transfer=transfer,
+        model_dir=model_dir)
+
+
+def dense_reference(config, model_dir, steps_per_epoch):
+    """The dense run a tolerance-mode run compares itself with: the same
+    data, model, tasks, seed, optimizer and number of optimizer steps,
+    trained as plain multi-task (single-task for one task) learning.
+
+    Args:
+        config: the tolerance-mode ExperimentConfig.
+        model_dir: where the reference run goes.
+        steps_per_epoch: the meta run's optimizer steps per epoch.
+    """
+    return config.replace(
+        mode="stl" if len(config.tasks) == 1 else "mtl",
+        training=dataclasses.replace(config.training,
+                                     steps_per_epoch=steps_per_epoch),
+        sparsity=None, meta=None, pruning=None, transfer=None,
         model_dir=model_dir)
 
 
@@ -526,9 +646,13 @@ def from_dict(payload):
     """
     payload = dict(payload)
     version = payload.pop("version", None)
-    _check(version == CONFIG_VERSION,
-           f"config version {version} is not {CONFIG_VERSION} (written by "
-           "another ms_keras).")
+    _check(version in _READABLE_VERSIONS,
+           f"config version {version} is not one of "
+           f"{', '.join(map(str, _READABLE_VERSIONS))} (written by another "
+           "ms_keras).")
+    if version == 1 and payload.get("meta") and payload.get("sparsity"):
+        payload["meta"] = {**payload["meta"],
+                           "sparsity_control": control_lib.PAPER}
     try:
         for name, cls in _SECTIONS.items():
             if payload.get(name) is not None:

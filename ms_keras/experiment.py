@@ -12,6 +12,7 @@ import tempfile
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from ms_keras import build
 from ms_keras import config as config_lib
@@ -21,6 +22,8 @@ from ms_keras import run_dir
 from ms_keras import runtime
 from ms_keras import tasks as tasks_lib
 from ms_keras.sparsity import callbacks as sparsity_callbacks
+from ms_keras.sparsity import control as control_lib
+from ms_keras.sparsity import groups as sparsity_groups
 from ms_keras.sparsity import pruning as pruning_lib
 from ms_keras.sparsity.stats import SparsityMeter
 from ms_keras.trainers.checkpoint import AtomicBestCheckpoint
@@ -50,6 +53,39 @@ def reference_validation(path):
             f"metrics ({run_dir.METRICS_FILE}).") from None
 
 
+def selection(config):
+    """`(monitor, mode, eligible)` of the best checkpoint.
+
+    A tolerance-mode run keeps its sparsest epoch that meets the tolerance;
+    a budget run the best `--monitor` value among epochs on the budget; a
+    pruning run the best among epochs with its budget in force.
+    """
+    monitor, mode = monitored(config.training)
+    control = config.sparsity_control
+    if control == control_lib.TOLERANCE:
+        return "sparsity_parameter", "max", "constraint_holds"
+    if control == control_lib.BUDGET:
+        return monitor, mode, "constraint_holds"
+    if config.pruning:
+        return monitor, mode, "pruning_target_reached"
+    return monitor, mode, None
+
+
+def sparsity_constraint(config, trainer):
+    """The `SparsityConstraint` callback of a budget or tolerance run."""
+    meta = config.meta
+    reference = None
+    if config.sparsity_control == control_lib.TOLERANCE:
+        reference = build.reference_losses(build.reference_run_dir(config),
+                                           config.tasks)
+    return sparsity_callbacks.SparsityConstraint(
+        trainer.network.backbone, config.sparsity_control,
+        target_sparsity=meta.target_sparsity,
+        target_flops_speedup=meta.target_flops_speedup,
+        quality_tolerance=meta.quality_tolerance, reference=reference,
+        task_names=config.tasks)
+
+
 def _callbacks(config, trainer):
     model_dir = config.model_dir
     monitor, mode = monitored(config.training)
@@ -58,22 +94,21 @@ def _callbacks(config, trainer):
         safety.AtomicBackupAndRestore(
             run_dir.path(model_dir, run_dir.BACKUP_DIR)),
         TrainingTimer(run_dir.path(model_dir, run_dir.TIME_RECORD))]
-    eligible = None
     if config.pruning:
         callbacks.append(build.pruning_schedule(config, trainer.network.backbone,
                                           trainer.masks))
-        eligible = "pruning_target_reached"
     if config.training.monitor == "delta_m":
         callbacks.append(DeltaMLogger(
             reference_validation(config.training.delta_m_reference),
             config.task_specs))
-    callbacks.append(AtomicBestCheckpoint(
-        run_dir.path(model_dir, run_dir.BEST_WEIGHTS), monitor, mode,
-        eligible))
     if config.sparse:
         callbacks.append(sparsity_callbacks.SparsitySummaries(
             model_dir, trainer.network.backbone, trainer.lam,
-            config.sparsity.sparsity_log_steps))
+            config.sparsity.sparsity_log_steps, trainer.controller))
+    if trainer.controller is not None:
+        callbacks.append(sparsity_constraint(config, trainer))
+    callbacks.append(AtomicBestCheckpoint(
+        run_dir.path(model_dir, run_dir.BEST_WEIGHTS), *selection(config)))
     # Last, so that it records what the callbacks above add to the logs.
     callbacks.append(keras.callbacks.TensorBoard(log_dir=model_dir,
                                                  write_graph=False))
@@ -126,7 +161,7 @@ def load_best_weights(trainer, config):
 
 def build_for_evaluation(config):
     """A trainer with the run's best weights, ready for `evaluate`."""
-    trainer = build.build_trainer(config)
+    trainer = build.build_trainer(config, training=False)
     load_best_weights(trainer, config)
     return trainer
 
@@ -217,10 +252,12 @@ def final_metrics(trainer, config):
             "mask_from": pruning.mask_from}
     metrics["selection"] = {
         "monitor": record["monitor"], "value": record["best"],
-        "epoch": record["epoch"],
+        "epoch": record["epoch"], "eligible": record.get("eligible", True),
         "parameter_sparsity_percent": metrics["sparsity"][
             "parameter_percent"],
         "lambda": metrics["lambda"]}
+    if config.mode == "meta" and config.sparse:
+        metrics["sparsity_control"] = control_record(config, metrics)
     if config.transfer:
         source = run_dir.read_json(run_dir.path(config.transfer.from_dir,
                                                 run_dir.METRICS_FILE))
@@ -229,6 +266,53 @@ def final_metrics(trainer, config):
             "tasks": sorted(set(source["test"]) - {"loss"}),
             "train_scope": config.transfer.train_scope}
     return metrics
+
+
+def control_record(config, metrics):
+    """`metrics.json`'s `sparsity_control`: the mode, its constraint, and
+    whether the kept checkpoint meets it (measured on validation)."""
+    meta = config.meta
+    control = meta.sparsity_control
+    record = {"mode": control, "lambda_init": meta.lambda_init}
+    if control == control_lib.PAPER:
+        record["constraint"] = None
+        return record
+    if control == control_lib.BUDGET:
+        if meta.target_flops_speedup is not None:
+            target, achieved = meta.target_flops_speedup, metrics[
+                "sparsity"]["flops_speedup"]
+            record["constraint"] = {
+                "measure": "flops_speedup", "target": target,
+                "slack": control_lib.FLOPS_SLACK}
+        else:
+            target, achieved = meta.target_sparsity, metrics["sparsity"][
+                "parameter_percent"]
+            record["constraint"] = {
+                "measure": "parameter_percent", "target": target,
+                "slack": control_lib.PARAMETER_SLACK}
+        record["achieved"] = float(achieved)
+        record["holds"] = bool(abs(achieved - target) <= record["constraint"][
+            "slack"])
+        return record
+    reference_dir = build.reference_run_dir(config)
+    reference = build.reference_losses(reference_dir, config.tasks)
+    validation = metrics["validation"]
+    gaps = {task: float(100.0 * (validation[task]["loss"] / reference[i]
+                                 - 1.0))
+            for i, task in enumerate(config.tasks)}
+    record["constraint"] = {
+        "measure": "validation loss of every task against the finished "
+                   "dense reference's",
+        "tolerance_percent": meta.quality_tolerance,
+        "reference_dir": reference_dir}
+    record["quality_gap_percent"] = max(gaps.values())
+    record["task_gap_percent"] = gaps
+    record["holds"] = bool(
+        record["quality_gap_percent"] <= meta.quality_tolerance)
+    reference_metrics = run_dir.read_json(run_dir.path(
+        reference_dir, run_dir.METRICS_FILE))
+    record["reference_test"] = reference_metrics["test"]
+    return record
 
 
 def cost(config):
@@ -278,6 +362,39 @@ def check_replicas(config, replicas):
             f"the strategy's {replicas} replicas.")
 
 
+def check_control(config):
+    """Raises ValueError for a `--reference_dir` that is not a finished dense
+    run of this run's dataset and tasks, or a FLOPs budget the backbone
+    cannot reach."""
+    meta = config.meta
+    if meta.reference_dir:
+        path = meta.reference_dir
+        try:
+            reference = load_config(path, require_finished=True)
+        except ValueError as e:
+            raise ValueError(f"--reference_dir={e}") from None
+        if reference.sparse or reference.pruning:
+            raise ValueError(
+                f"--reference_dir={path}: a sparse run; the reference must be "
+                "dense (--mode=mtl or stl, no --sparsity or --pruning).")
+        if reference.data.dataset != config.data.dataset:
+            raise ValueError(
+                f"--reference_dir={path}: trained on "
+                f"{reference.data.dataset}, this run on "
+                f"{config.data.dataset}.")
+        build.reference_curve(path, config.tasks)
+    if meta.target_flops_speedup is not None:
+        backbone = build.build_network(config).backbone
+        kernels = [k.variable for k in
+                   sparsity_groups.penalised_kernels(backbone)]
+        most = control_lib.FlopsModel(backbone, kernels).max_speedup()
+        if meta.target_flops_speedup >= most:
+            raise ValueError(
+                f"--target_flops_speedup={meta.target_flops_speedup}: this "
+                f"backbone reaches at most {most:.2f}x, with every group "
+                "zeroed.")
+
+
 def prepare(config, strategy=None, overwrite=False):
     """Checks the user-facing inputs and claims `model_dir`; trains nothing.
 
@@ -312,6 +429,14 @@ def prepare(config, strategy=None, overwrite=False):
             load_config(config.transfer.from_dir, require_finished=True)
         except ValueError as e:
             raise ValueError(f"--from_dir={e}") from None
+    if config.sparsity_control is not None:
+        check_control(config)
+    if config.needs_own_reference and isinstance(
+            strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        raise ValueError(
+            "--sparsity_control=tolerance over several workers needs "
+            "--reference_dir=<finished dense run>: only the chief keeps the "
+            "files of a reference trained on the way.")
     # Prepares the examples now: unusable files are reported before anything
     # is written into model_dir.
     data_lib.builder(config.data)
@@ -359,10 +484,28 @@ def run(config, strategy=None):
         config = config.replace(model_dir=tempfile.mkdtemp(
             prefix=".ms_keras-worker-"))
     try:
+        if config.needs_own_reference:
+            train_reference(config, strategy)
         return _train_and_record(config, strategy, chief)
     finally:
         if not chief:
             shutil.rmtree(config.model_dir, ignore_errors=True)
+
+
+def train_reference(config, strategy):
+    """Trains a tolerance-mode run's dense reference into
+    `<model_dir>/reference` (same data, model, seed and optimizer steps),
+    unless it is there already; an interrupted one resumes."""
+    reference = config_lib.dense_reference(
+        config, run_dir.path(config.model_dir, run_dir.REFERENCE_DIR),
+        build.steps_per_epoch(config))
+    if run_dir.is_finished(reference.model_dir):
+        return
+    logging.info("Training the dense reference in %s", reference.model_dir)
+    if runtime.is_chief(strategy):
+        run_dir.claim(reference.model_dir, config_lib.to_dict(reference),
+                      reference.identity(), _identity_of)
+    _train_and_record(reference, strategy, runtime.is_chief(strategy))
 
 
 def _train_and_record(config, strategy, chief):

@@ -27,6 +27,7 @@ from ms_keras import runtime
 from ms_keras import tasks as tasks_lib
 from ms_keras.meta import episodes as episodes_lib
 from ms_keras.models import BACKBONES
+from ms_keras.sparsity import control as control_lib
 from ms_keras.sparsity import proximal
 from ms_keras.sparsity import pruning as pruning_lib
 
@@ -36,11 +37,39 @@ RUNS_DIR = "runs"
 _DEFINED = set()
 # Flag name -> (description of where it applies, predicate on flag values).
 _APPLIES = {}
+
+
+def sparsity_kind(values):
+    """`--sparsity`, whose default depends on `--mode`: channel for a meta
+    run (meta-sparsity), none for stl/mtl (dense)."""
+    if values["sparsity"] is not None:
+        return values["sparsity"]
+    return "channel" if values["mode"] == "meta" else "none"
+
+
+def _sparse_meta(values):
+    return values["mode"] == "meta" and sparsity_kind(values) != "none"
+
+
+def _controlled_by(control):
+    return (f"--mode=meta --sparsity_control={control}",
+            lambda v: _sparse_meta(v) and v["sparsity_control"] == control)
+
+
 _META = ("--mode=meta only", lambda v: v["mode"] == "meta")
 _SPARSE = ("--sparsity=channel or unstructured",
-           lambda v: v["sparsity"] != "none")
-_LEARNED_LAMBDA = ("--mode=meta with --sparsity=channel or unstructured",
-                   lambda v: v["mode"] == "meta" and v["sparsity"] != "none")
+           lambda v: sparsity_kind(v) != "none")
+_SPARSE_META = ("--mode=meta with --sparsity=channel or unstructured",
+                _sparse_meta)
+# The MetaConfig fields of each sparsity control.
+CONTROL_FIELDS = {
+    "quality_tolerance": control_lib.TOLERANCE,
+    "reference_dir": control_lib.TOLERANCE,
+    "target_sparsity": control_lib.BUDGET,
+    "target_flops_speedup": control_lib.BUDGET,
+    "lambda_optimizer": control_lib.PAPER,
+    "lambda_lr": control_lib.PAPER,
+}
 
 
 def _once(define):
@@ -254,14 +283,16 @@ def _applies(name, where):
 def define_experiment_flags():
     """What is trained: --mode, --sparsity, lambda, meta-learning."""
     flags.DEFINE_enum(
-        "mode", "mtl", list(config_lib.MODES),
-        "stl: one task; mtl: all --tasks jointly (Alg. 1); meta: MAML over "
-        "multi-task episodes (Alg. 3).")
+        "mode", "meta", list(config_lib.MODES),
+        "meta: meta-sparsity, MAML over multi-task episodes with a sparse "
+        "backbone (Alg. 3); mtl: all --tasks jointly (Alg. 1); stl: one "
+        "task.")
     # Sparsity
     flags.DEFINE_enum(
-        "sparsity", "none", ["none", *config_lib.SPARSITY_KINDS],
+        "sparsity", None, ["none", *config_lib.SPARSITY_KINDS],
         "Penalty on the backbone convs: none, channel (group lasso over input "
-        "channels, Eq. 5) or unstructured (l1).")
+        "channels, Eq. 5) or unstructured (l1). Default: channel with "
+        "--mode=meta, none with stl/mtl.")
     flags.DEFINE_float(
         "lam", 0.0, "Fixed lambda of a sparse stl/mtl run (paper: 1e-3, "
         "1e-4, 1e-5).")
@@ -313,10 +344,33 @@ def define_experiment_flags():
         "episode_sampler", episodes_lib.UNIFORM,
         f"Episodes drawn per meta-step: {episodes_lib.SAMPLER_HELP} "
         "(uniform: every non-empty task subset, Eq. 9).")
+    flags.DEFINE_enum(
+        "sparsity_control", control_lib.TOLERANCE, list(control_lib.CONTROLS),
+        "How sparse a meta-sparsity run ends: tolerance (the sparsest "
+        "backbone whose every task's validation loss stays within "
+        "--quality_tolerance percent of a dense reference), budget "
+        "(--target_sparsity or --target_flops_speedup) or paper (lambda "
+        "follows its meta-gradient from --lambda_init, Eq. 15).")
     flags.DEFINE_float(
-        "lambda_init", None, "Initial lambda of a meta-sparsity run "
-        "(default: drawn log-uniformly from [5e-4, 2e-3] with --seed; the "
-        "paper draws from U[0.1, 1] in the units of its SGD prox).")
+        "quality_tolerance", 2.0, "Validation loss each task may lose "
+        "against the dense reference, in percent (--sparsity_control="
+        "tolerance).")
+    flags.DEFINE_string(
+        "reference_dir", None, "A finished dense run of the same tasks that "
+        "--sparsity_control=tolerance compares with (default: the run first "
+        "trains its own, same data, model and steps, into "
+        "<model_dir>/reference).")
+    flags.DEFINE_float(
+        "target_sparsity", None, "Backbone parameter sparsity to reach, in "
+        "percent: the budget of --sparsity_control=budget or of --pruning.")
+    flags.DEFINE_float(
+        "target_flops_speedup", None, "Structural FLOPs speed-up of the slim "
+        "backbone to reach, > 1 (--sparsity_control=budget).")
+    flags.DEFINE_float(
+        "lambda_init", None, "Lambda's start value. Required by "
+        "--sparsity_control=paper, where it decides the sparsity; in "
+        "tolerance and budget modes it only enters the first step's inner "
+        f"prox (default {control_lib.DEFAULT_LAMBDA_INIT}).")
     flags.DEFINE_enum(
         "lambda_optimizer", "sgd", list(config_lib.LAMBDA_OPTIMIZERS),
         "Optimizer of lambda's raw weight: sgd (steps proportional to its "
@@ -325,21 +379,25 @@ def define_experiment_flags():
     flags.DEFINE_float(
         "lambda_lr", 0.0, "Learning rate of lambda in a meta-sparsity run "
         "(0: --learning_rate).")
-    for field in dataclasses.fields(config_lib.MetaConfig):
-        _applies(field.name, _META)
-    for name in ("inner_prox", "regrow_prob"):
-        _applies(name, _LEARNED_LAMBDA)
-    for name in ("lambda_init", "lambda_optimizer", "lambda_lr"):
-        _applies(name, _LEARNED_LAMBDA)
+    meta_names = [f.name for f in dataclasses.fields(config_lib.MetaConfig)]
+    for name in meta_names:
+        if name != "target_sparsity":  # also the budget of --pruning
+            _applies(name, _META)
+    for name in ("inner_prox", "regrow_prob", "sparsity_control",
+                 "lambda_init"):
+        _applies(name, _SPARSE_META)
+    for name, control in CONTROL_FIELDS.items():
+        if name != "target_sparsity":
+            _applies(name, _controlled_by(control))
 
     _section_validator(
-        ["sparsity", *[f.name for f in dataclasses.fields(
+        ["sparsity", "mode", *[f.name for f in dataclasses.fields(
             config_lib.SparsityConfig) if f.name != "kind"]],
-        lambda v: v["sparsity"] == "none" or _fields(
-            config_lib.SparsityConfig, v, kind=v["sparsity"]))
+        lambda v: sparsity_kind(v) == "none" or _fields(
+            config_lib.SparsityConfig, v, kind=sparsity_kind(v)))
     _section_validator(
-        [f.name for f in dataclasses.fields(config_lib.MetaConfig)],
-        lambda v: _fields(config_lib.MetaConfig, v))
+        ["mode", "sparsity", *meta_names],
+        lambda v: v["mode"] != "meta" or meta_section(v))
     flags.register_multi_flags_validator(
         sorted({"mode", "sparsity", "lam", *_APPLIES}), _check_applicable)
     flags.register_multi_flags_validator(
@@ -368,12 +426,14 @@ def _check_applicable(values):
     """Refuses flags given where they would do nothing, and bad mixtures."""
     for name, (where, applies) in _APPLIES.items():
         if FLAGS[name].present and not applies(values):
-            raise flags.ValidationError(
-                f"--{name} applies to {where} (got --mode={values['mode']} "
-                f"--sparsity={values['sparsity']})")
+            got = f"--mode={values['mode']} --sparsity={sparsity_kind(values)}"
+            if _sparse_meta(values):
+                got += f" --sparsity_control={values['sparsity_control']}"
+            raise flags.ValidationError(f"--{name} applies to {where} (got "
+                                        f"{got})")
     try:
         config_lib.check_lambda_setting(
-            values["mode"], None if values["sparsity"] == "none"
+            values["mode"], None if sparsity_kind(values) == "none"
             else values["lam"])
     except ValueError as e:
         raise flags.ValidationError(str(e)) from None
@@ -404,9 +464,6 @@ def define_pruning_flags():
         "pruning_mask", pruning_lib.MAGNITUDE, list(pruning_lib.MASK_SOURCES),
         "Which groups are pruned first: magnitude (group RMS over its "
         "layer's), random, or meta (the groups --mask_from zeroed).")
-    flags.DEFINE_float(
-        "target_sparsity", None, "Backbone parameter sparsity to reach, in "
-        "percent.")
     flags.DEFINE_string(
         "budget_from", None, "A finished run whose parameter sparsity is the "
         "budget (e.g. a meta-sparsity run), instead of --target_sparsity.")
@@ -430,14 +487,21 @@ def define_pruning_flags():
 
     def check_applicable(values):
         for name in names:
-            if FLAGS[name].present and values["pruning"] == "none":
-                raise flags.ValidationError(
-                    f"--{name} applies to --pruning=one_shot, iterative, "
-                    "progressive or sparse_training (got --pruning=none)")
+            if not FLAGS[name].present or values["pruning"] != "none":
+                continue
+            if name == "target_sparsity" and _sparse_meta(values) and (
+                    values["sparsity_control"] == control_lib.BUDGET):
+                continue
+            also = (" or to --mode=meta --sparsity_control=budget"
+                    if name == "target_sparsity" else "")
+            raise flags.ValidationError(
+                f"--{name} applies to --pruning=one_shot, iterative, "
+                f"progressive or sparse_training{also} (got --pruning=none)")
         return True
 
-    flags.register_multi_flags_validator(["pruning", *names],
-                                         check_applicable)
+    flags.register_multi_flags_validator(
+        ["pruning", "mode", "sparsity", "sparsity_control", *names],
+        check_applicable)
 
 
 @_once
@@ -497,6 +561,26 @@ def given(cls):
             if f.name in FLAGS and set_by_user(f.name)}
 
 
+def meta_section(values):
+    """The MetaConfig of `--mode=meta` flag values.
+
+    Fields of a sparsity control other than the run's take no part (their
+    defaults are dropped; one the user gave is refused by the config), and
+    a dense meta run has no control.
+    """
+    control = values["sparsity_control"] if _sparse_meta(values) else None
+    overrides = {"sparsity_control": control}
+    defaults = {f.name: f.default
+                for f in dataclasses.fields(config_lib.MetaConfig)}
+    for name, owner in CONTROL_FIELDS.items():
+        if owner != control and not (name in FLAGS and FLAGS[name].present):
+            overrides[name] = defaults[name]
+    if control is not None and control != control_lib.PAPER and (
+            values["lambda_init"] is None):
+        overrides["lambda_init"] = control_lib.DEFAULT_LAMBDA_INIT
+    return _fields(config_lib.MetaConfig, values, **overrides)
+
+
 def new_run_dir(dataset, mode):
     """A fresh directory name under `runs/`, never an existing run's."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -550,9 +634,9 @@ def experiment_config():
     mode = FLAGS.mode
     values = {name: FLAGS[name].value for name in FLAGS}
     sparsity = None
-    if FLAGS.sparsity != "none":
-        sparsity = _fields(config_lib.SparsityConfig, values,
-                           kind=FLAGS.sparsity)
+    kind = sparsity_kind(values)
+    if kind != "none":
+        sparsity = _fields(config_lib.SparsityConfig, values, kind=kind)
     pruning = transfer = None
     if FLAGS.pruning != "none":
         pruning = _fields(config_lib.PruningConfig, values,
@@ -569,7 +653,6 @@ def experiment_config():
         model=_fields(config_lib.ModelConfig, values),
         training=_fields(config_lib.TrainingConfig, values),
         sparsity=sparsity,
-        meta=_fields(config_lib.MetaConfig, values) if mode == "meta"
-        else None,
+        meta=meta_section(values) if mode == "meta" else None,
         pruning=pruning, transfer=transfer,
         model_dir=FLAGS.model_dir or new_run_dir(data.dataset, mode))

@@ -22,9 +22,11 @@ TIME_RECORD = "checkpoints/time.json"  # training seconds, over resumes
 MODEL_FILE = "model.keras"
 MASK_FILE = "sparsity_mask.npz"
 BACKUP_DIR = "backup"
+REFERENCE_DIR = "reference"  # the dense run a tolerance-mode run trains
 # What `--overwrite` removes before a run starts again.
 _RESULTS = (METRICS_FILE, COST_FILE, MASK_FILE, MODEL_FILE)
-_RESULT_DIRS = ("checkpoints", BACKUP_DIR, "train", "validation")
+_RESULT_DIRS = ("checkpoints", BACKUP_DIR, "train", "validation",
+                REFERENCE_DIR)
 
 
 def _umask():

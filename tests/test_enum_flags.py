@@ -7,9 +7,12 @@ import pytest
 from ms_keras import flags as ms_flags
 from tests.helpers import read
 from tests.helpers import run_train
+from tests.helpers import tiny_flags
+
+TINY_DEFAULTS = tiny_flags(None, None)
 
 META = dict(mode="meta", meta_batch_size=2, tasks=["1", "2"],
-            steps_per_epoch=2, learning_rate=0.01)
+            steps_per_epoch=2, learning_rate=0.01, sparsity_control="paper")
 
 # Each run combines several values; together they cover every value.
 RUNS = {
@@ -24,6 +27,8 @@ RUNS = {
         monitor="task_losses", episode_sampler="all_tasks", first_order=True),
     "meta_inner_prox_off": dict(META, sparsity="channel", lambda_init=0.05,
                                 inner_prox="off", episode_sampler="uniform"),
+    "meta_budget": dict(META, sparsity="channel", sparsity_control="budget",
+                        target_sparsity=20.0),
     "fixed_mtl_default_prox": dict(tasks=["1", "3"], sparsity="channel",
                                    lam=0.01,
                                    prox_step="adam_metric_reset"),
@@ -41,6 +46,7 @@ COVERED_ELSEWHERE = {
     ("dataset", "synthetic_celeba"): "tests/test_binaries.py",
     ("backbone", "resnet50_d8"): "test_resnet50_d8_trains_end_to_end (slow)",
     ("monitor", "delta_m"): "test_delta_m_selection_follows_a_reference_run",
+    ("sparsity_control", "tolerance"): "tests/test_sparsity_control.py",
     ("train_scope", "new_heads"): "test_finetune_new_heads_trains_only_...",
     ("strategy", "mirrored"): "test_deterministic_runs_write_..._metrics"
                               "[mirrored] (slow), tests/distribute/"
@@ -61,7 +67,9 @@ def test_every_value_of_every_enum_flag_of_train_runs_end_to_end():
     for flag in ms_flags.FLAGS.get_flags_for_module(ms_flags.__name__):
         if not hasattr(flag.parser, "enum_values"):
             continue
-        used = {run.get(flag.name, flag.default) for run in RUNS.values()}
+        used = {run.get(flag.name, TINY_DEFAULTS.get(flag.name,
+                                                    flag.default))
+                for run in RUNS.values()}
         for value in flag.parser.enum_values:
             if value not in used and (flag.name, value) not in (
                     COVERED_ELSEWHERE):
@@ -85,7 +93,10 @@ def test_every_enum_value_trains_end_to_end(tfds_dir, tmp_path, name):
         assert config["sparsity"] is None and metrics["lambda"] is None
     else:
         assert config["sparsity"]["kind"] == flags["sparsity"]
-        assert metrics["sparsity"]["parameter_percent"] >= 0
+        assert metrics["lambda"] is not None
+    if config["mode"] == "meta" and config["sparsity"]:
+        assert metrics["sparsity_control"]["mode"] == flags[
+            "sparsity_control"]
     monitor = flags.get("monitor", "task_losses")
     assert metrics["selection"]["monitor"] == f"val_{monitor}"
     assert set(metrics["test"]) - {"loss"} == {

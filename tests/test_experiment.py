@@ -28,11 +28,36 @@ def make_config(tmp_path, training=None, sparsity=None, meta=None,
 
 def test_config_round_trips_through_its_dict(tmp_path):
     config = make_config(tmp_path, mode="meta", sparsity={"kind": "channel"},
-                         meta={"inner_steps": 2, "lambda_init": 0.3})
+                         meta={"inner_steps": 2, "lambda_init": 0.3,
+                               "sparsity_control": "paper"})
     payload = config_lib.to_dict(config)
     assert payload["version"] == config_lib.CONFIG_VERSION
     assert config_lib.from_dict(payload) == config
     assert config_lib.from_dict(payload).identity() == config.identity()
+
+
+def test_a_sparse_meta_config_without_a_control_chooses_its_sparsity(
+        tmp_path):
+    config = make_config(tmp_path, mode="meta", sparsity={"kind": "channel"},
+                         meta={})
+    assert config.meta.sparsity_control == "tolerance"
+    assert config.meta.quality_tolerance == (
+        config_lib.DEFAULT_QUALITY_TOLERANCE)
+    assert config.needs_own_reference and not config.learns_lambda
+    dense = make_config(tmp_path, mode="meta", meta={})
+    assert dense.meta.sparsity_control is None
+
+
+def test_a_version_1_meta_sparsity_run_reads_as_the_paper_mode(tmp_path):
+    config = make_config(tmp_path, mode="meta", sparsity={"kind": "channel"},
+                         meta={"lambda_init": 0.3,
+                               "sparsity_control": "paper"})
+    payload = config_lib.to_dict(config)
+    payload["version"] = 1
+    for name in ("sparsity_control", "quality_tolerance", "reference_dir",
+                 "target_sparsity", "target_flops_speedup"):
+        del payload["meta"][name]
+    assert config_lib.from_dict(payload) == config
 
 
 def test_run_control_fields_are_not_identity(tmp_path):
@@ -85,8 +110,8 @@ def test_meta_config_builds_a_meta_trainer_with_its_settings(tmp_path):
         tmp_path, mode="meta", sparsity={"kind": "channel"},
         training={"clip_norm": 2.0},
         meta=dict(inner_steps=2, inner_lr=0.03, first_order=True,
-                  lambda_init=0.25, lambda_lr=1e-4, inner_clip_norm=3.0,
-                  regrow_prob=0.1)))
+                  sparsity_control="paper", lambda_init=0.25,
+                  lambda_lr=1e-4, inner_clip_norm=3.0, regrow_prob=0.1)))
     assert isinstance(trainer, MetaSparsityTrainer)
     assert (trainer.inner_steps, trainer.inner_lr, trainer.first_order) == (
         2, 0.03, True)

@@ -24,9 +24,17 @@ def test_flagfile_parses_into_a_valid_run(path, monkeypatch):
             assert ms_flags.FLAGS["train_scope"].present
             return
         config = ms_flags.experiment_config()
-        assert config.mode in ("stl", "mtl", "meta")
-        if "meta_sparsity" in path:
+        name = os.path.basename(path)
+        # What a flagfile trains is written in it, not left to defaults.
+        assert ms_flags.FLAGS["mode"].present or name.endswith("_common.cfg")
+        if "meta_sparsity" in name or name == "quickstart.cfg":
             assert config.mode == "meta" and config.sparsity.kind == "channel"
+            assert ms_flags.FLAGS["sparsity_control"].present
+        if "meta_sparsity" in name:
+            assert config.meta.sparsity_control == "paper"
+            assert config.meta.lambda_init == 1e-3
+        if name == "quickstart.cfg":
+            assert config.meta.sparsity_control == "tolerance"
 
 
 def test_every_paper_configuration_has_a_flagfile():

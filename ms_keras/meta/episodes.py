@@ -86,7 +86,7 @@ def episode_stream(table, seed):
     return tf.data.Dataset.counter().map(draw)
 
 
-def meta_batches(support, query, table, meta_batch_size, seed):
+def meta_batches(support, query, table, meta_batch_size, seed, probe=None):
     """Zips support batches, query batches and episodes into meta-batches.
 
     Args:
@@ -96,28 +96,37 @@ def meta_batches(support, query, table, meta_batch_size, seed):
         table: the episode table (`episode_table`).
         meta_batch_size: episodes per meta-step.
         seed: seed of the episode draws.
+        probe: optional endless `(images, targets)` validation batches, one
+            per episode, on which a tolerance-mode run measures its quality.
 
     Returns:
         A `tf.data.Dataset` of dicts `support_images`, `support_targets`,
-        `query_images`, `query_targets` (leading axis `meta_batch_size`) and
+        `query_images`, `query_targets` (leading axis `meta_batch_size`),
         `episodes` (`(meta_batch_size, num_tasks)` int32 0/1: tf.distribute
-        averages a first batch to build the model, which bool cannot do).
+        averages a first batch to build the model, which bool cannot do) and,
+        with `probe`, `probe_images`, `probe_targets`.
     """
     if meta_batch_size < 1:
         raise ValueError(
             "`meta_batch_size` must be >= 1. Received: "
             f"meta_batch_size={meta_batch_size}")
-    zipped = tf.data.Dataset.zip((support, query, episode_stream(table, seed)))
+    streams = (support, query, episode_stream(table, seed))
+    if probe is not None:
+        streams = (*streams, probe)
+    zipped = tf.data.Dataset.zip(streams)
     zipped = zipped.batch(meta_batch_size, drop_remainder=True)
 
-    def as_dict(support_batch, query_batch, episodes):
-        return {
+    def as_dict(support_batch, query_batch, episodes, probe_batch=None):
+        batch = {
             "support_images": support_batch[0],
             "support_targets": support_batch[1],
             "query_images": query_batch[0],
             "query_targets": query_batch[1],
             "episodes": tf.cast(episodes, tf.int32),
         }
+        if probe_batch is not None:
+            batch["probe_images"], batch["probe_targets"] = probe_batch
+        return batch
 
     return pipeline.shard_by_data(
         zipped.map(as_dict).prefetch(tf.data.AUTOTUNE))

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ms_keras.sparsity import control as control_lib
 from ms_keras.sparsity import groups as groups_lib
 from ms_keras.sparsity import pruning as pruning_lib
 from ms_keras.sparsity.stats import SparsityMeter
@@ -22,7 +23,9 @@ class SparsitySummaries(keras.callbacks.Callback):
     Every `every_n_steps` optimizer steps it writes, under `<log_dir>/train`:
     `lambda` (if there is one), `sparsity/parameter`, `sparsity/group` and
     `sparsity/<layer>/active_channels` for every backbone conv: the paper's
-    sparsity profiles (Fig. 6 and 7). The figures are computed as tensor ops
+    sparsity profiles (Fig. 6 and 7); with a sparsity controller also
+    `sparsity/budget` (the budget in force) and, in tolerance mode,
+    `sparsity/quality_gap` (percent). The figures are computed as tensor ops
     on the device (the channel structure is analysed once). At the end of
     each epoch the global figures are also added to the epoch logs
     (`sparsity_parameter`, `sparsity_group`, `lambda`).
@@ -37,9 +40,11 @@ class SparsitySummaries(keras.callbacks.Callback):
         backbone: the backbone whose sparsity is reported.
         lam: the `SparsityStrength`, or None.
         every_n_steps: summary period in optimizer steps.
+        controller: the trainer's `control.SparsityController`, or None.
     """
 
-    def __init__(self, log_dir, backbone, lam=None, every_n_steps=1):
+    def __init__(self, log_dir, backbone, lam=None, every_n_steps=1,
+                 controller=None):
         super().__init__()
         if every_n_steps < 1:
             raise ValueError(
@@ -49,6 +54,7 @@ class SparsitySummaries(keras.callbacks.Callback):
         self.backbone = backbone
         self.lam = lam
         self.every_n_steps = int(every_n_steps)
+        self.controller = controller
         self._write = None
         self._writer = None
         self._meter = None
@@ -58,6 +64,7 @@ class SparsitySummaries(keras.callbacks.Callback):
         self._writer = tf.summary.create_file_writer(
             os.path.join(self.log_dir, "train"))
         meter, lam, writer = self._meter, self.lam, self._writer
+        controller = self.controller
 
         @tf.function
         def write(step):
@@ -65,6 +72,12 @@ class SparsitySummaries(keras.callbacks.Callback):
             with writer.as_default(step=step):
                 if lam is not None:
                     tf.summary.scalar("lambda", lam.value())
+                if controller is not None:
+                    tf.summary.scalar("sparsity/budget",
+                                      controller.budget_now(step))
+                    if controller.mode == control_lib.TOLERANCE:
+                        tf.summary.scalar("sparsity/quality_gap",
+                                          100.0 * controller.gap())
                 tf.summary.scalar("sparsity/parameter",
                                   figures["parameter_percent"])
                 tf.summary.scalar("sparsity/group", figures["group_percent"])
@@ -161,3 +174,88 @@ class PruningSchedule(keras.callbacks.Callback):
         # that starts at the next epoch's first step is not in force yet.
         logs["pruning_target_reached"] = float(
             self._in_force >= self.final_percent - 1e-9)
+
+
+class SparsityConstraint(keras.callbacks.Callback):
+    """Says at every epoch end whether a controlled run meets its constraint.
+
+    It adds to the epoch logs `sparsity_flops_speedup` and
+    `constraint_holds` (1 or 0), and in tolerance mode `val_quality_gap`:
+    the worst task's validation loss over the finished dense reference's,
+    minus 1, in percent. A budget holds once the backbone is within
+    `control.PARAMETER_SLACK` points (or `control.FLOPS_SLACK` speed-up) of
+    it; a tolerance once `val_quality_gap` is at most the tolerance. Model selection keeps only epochs that hold
+    (`AtomicBestCheckpoint(eligible="constraint_holds")`). Place it after
+    the validation logs are complete and before the checkpoint.
+
+    Example:
+
+    >>> constraint = SparsityConstraint(network.backbone, "budget",
+    ...                                 target_sparsity=44.0)
+    >>> trainer.fit(batches, validation_data=val,
+    ...             callbacks=[constraint, checkpoint])
+
+    Args:
+        backbone: the sparsified backbone.
+        mode: `budget` or `tolerance`.
+        target_sparsity: the parameter budget (percent), or None.
+        target_flops_speedup: the FLOPs budget, or None.
+        quality_tolerance: the tolerance (percent) in tolerance mode.
+        reference: the finished dense reference's validation loss per task
+            (tolerance mode).
+        task_names: the tasks, in the reference's order.
+    """
+
+    def __init__(self, backbone, mode, target_sparsity=None,
+                 target_flops_speedup=None, quality_tolerance=None,
+                 reference=None, task_names=()):
+        super().__init__()
+        if mode not in (control_lib.BUDGET, control_lib.TOLERANCE):
+            raise ValueError(
+                f"`mode` must be '{control_lib.BUDGET}' or "
+                f"'{control_lib.TOLERANCE}'. Received: mode={mode}")
+        if mode == control_lib.TOLERANCE and reference is None:
+            raise ValueError("Tolerance mode needs the `reference` curve.")
+        self.backbone = backbone
+        self.mode = mode
+        self.target_sparsity = target_sparsity
+        self.target_flops_speedup = target_flops_speedup
+        self.quality_tolerance = quality_tolerance
+        self.reference = reference
+        self.task_names = tuple(task_names)
+        self._meter = None
+
+    def on_train_begin(self, logs=None):
+        self._meter = SparsityMeter(self.backbone)
+
+    def quality_gap(self, logs):
+        """`val_quality_gap` (percent) of an epoch's logs."""
+        missing = [t for t in self.task_names if f"val_{t}_loss" not in logs]
+        if missing:
+            raise ValueError(
+                "SparsityConstraint needs the validation losses of "
+                f"{missing}; run `fit` with validation data.")
+        losses = [logs[f"val_{t}_loss"] for t in self.task_names]
+        return 100.0 * control_lib.quality_gap(losses, self.reference)
+
+    def holds(self, figures, gap=None):
+        """Whether measured `figures` (and a quality gap) meet the
+        constraint."""
+        if self.mode == control_lib.TOLERANCE:
+            return gap <= self.quality_tolerance
+        if self.target_flops_speedup is not None:
+            return abs(figures["flops_speedup"] - self.target_flops_speedup
+                       ) <= control_lib.FLOPS_SLACK
+        return abs(figures["parameter_percent"] - self.target_sparsity
+                   ) <= control_lib.PARAMETER_SLACK
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        figures = self._meter.measure()
+        logs["sparsity_flops_speedup"] = figures["flops_speedup"]
+        gap = None
+        if self.mode == control_lib.TOLERANCE:
+            gap = self.quality_gap(logs)
+            logs["val_quality_gap"] = gap
+        logs["constraint_holds"] = float(self.holds(figures, gap))

@@ -8,14 +8,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-# Section 5 of the paper draws the initial lambda from U[0.1, 1], in the units
-# of its SGD prox. With the outer prox in Adam's metric (the default,
-# `sparsity.proximal`) lambda is a per-weight gradient size, and on the CPU
-# study 1e-3 reached ~45 % sparsity while 1e-2 zeroed every group within an
-# epoch; the draw is uniform over this range of the same width in log scale.
-INIT_RANGE = (5e-4, 2e-3)
-
-
 def inverse_softplus(value, beta=1.0):
     """`raw` such that `softplus(beta * raw) / beta == value` (value > 0)."""
     if value <= 0:
@@ -28,13 +20,14 @@ class SparsityStrength(keras.layers.Layer):
     """Holds lambda as a raw weight behind a softplus.
 
     Args:
-        initial_value: starting lambda (> 0). None draws it log-uniformly
-            from `INIT_RANGE` with `seed` (the paper draws its own from
-            U[0.1, 1], in other units).
+        initial_value: starting lambda (> 0). The paper draws its own from
+            U[0.1, 1], in the units of its SGD prox; with the prox in Adam's
+            metric lambda is a per-weight gradient size and 1e-3 is of the
+            right order (README, sparsity control).
         beta: softplus sharpness.
-        learnable: whether `raw` is a trainable weight (meta-sparsity) or
-            frozen (fixed-lambda baselines).
-        seed: seed of the random initial value.
+        learnable: whether `raw` is a trainable weight (lambda follows its
+            meta-gradient) or not (fixed-lambda baselines, and the
+            controlled modes, which assign it).
 
     Example:
 
@@ -42,23 +35,17 @@ class SparsityStrength(keras.layers.Layer):
     >>> float(lam.value())  # ~1e-4
     """
 
-    def __init__(self, initial_value=None, beta=1.0, learnable=True, seed=0,
-                 **kwargs):
+    def __init__(self, initial_value, beta=1.0, learnable=True, **kwargs):
         super().__init__(**kwargs)
         if beta <= 0:
             raise ValueError(f"`beta` must be positive. Received: beta={beta}")
-        if initial_value is None:
-            low, high = np.log(INIT_RANGE)
-            initial_value = float(np.exp(np.random.default_rng(seed).uniform(
-                low, high)))
-        if initial_value <= 0:
+        if initial_value is None or initial_value <= 0:
             raise ValueError(
                 "`initial_value` must be positive. Received: "
                 f"initial_value={initial_value}")
         self.initial_value = float(initial_value)
         self.beta = float(beta)
         self.learnable = bool(learnable)
-        self.seed = seed
         # Nothing to infer from inputs: the one weight is created right away.
         self.build()
 
@@ -83,6 +70,5 @@ class SparsityStrength(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update({"initial_value": self.initial_value,
-                       "beta": self.beta, "learnable": self.learnable,
-                       "seed": self.seed})
+                       "beta": self.beta, "learnable": self.learnable})
         return config

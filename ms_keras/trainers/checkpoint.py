@@ -29,8 +29,12 @@ class AtomicBestCheckpoint(keras.callbacks.Callback):
         filepath: destination, ending in `.weights.h5`.
         monitor: the log to follow (`val_loss` by default).
         mode: `min` or `max`: which direction is better.
-        eligible: optional log key; epochs where it is 0 are not kept (a
-            pruning run's epochs before its budget is in force).
+        eligible: optional log key; once an epoch where it is non-zero has
+            been seen, only such epochs are kept (a pruning run's epochs
+            with its budget in force, a controlled run's epochs that meet
+            its constraint). Until then the best epoch is kept anyway, so a
+            run that never meets it still ends with a checkpoint, recorded
+            with `"eligible": false`.
     """
 
     def __init__(self, filepath, monitor="val_loss", mode="min",
@@ -47,8 +51,12 @@ class AtomicBestCheckpoint(keras.callbacks.Callback):
         self.monitor = monitor
         self.mode = mode
         self.eligible = eligible
-        self.best = np.inf if mode == "min" else -np.inf
+        self.best = self._worst()
+        self.best_eligible = False
         self._record = os.path.splitext(filepath)[0] + ".json"
+
+    def _worst(self):
+        return np.inf if self.mode == "min" else -np.inf
 
     def _better(self, value):
         return value < self.best if self.mode == "min" else value > self.best
@@ -56,22 +64,30 @@ class AtomicBestCheckpoint(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         # A resumed run must not replace its best checkpoint with a worse one.
         if os.path.exists(self._record) and os.path.exists(self.filepath):
-            self.best = run_dir.read_json(self._record)["best"]
+            record = run_dir.read_json(self._record)
+            self.best = record["best"]
+            self.best_eligible = record.get("eligible", True)
 
     def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
+        logs = logs or {}
+        value = logs.get(self.monitor)
         if value is None:
             raise ValueError(
                 f"AtomicBestCheckpoint monitors '{self.monitor}', which the "
-                f"logs do not contain (have: {sorted(logs or {})}).")
-        if self.eligible and not (logs or {}).get(self.eligible, 1.0):
+                f"logs do not contain (have: {sorted(logs)}).")
+        eligible = not self.eligible or bool(logs.get(self.eligible, 0.0))
+        if self.best_eligible and not eligible:
             return
+        if eligible and not self.best_eligible:
+            self.best = self._worst()
         if self._better(value):
             self.best = float(value)
+            self.best_eligible = eligible
             run_dir.atomic_write(self.filepath, self.model.save_weights)
             run_dir.write_json(self._record, {"best": self.best,
                                               "monitor": self.monitor,
                                               "mode": self.mode,
+                                              "eligible": eligible,
                                               "epoch": epoch + 1})
 
 

@@ -20,9 +20,11 @@ import tensorflow as tf
 
 from ms_keras import losses as losses_lib
 from ms_keras.meta import inner_loop
+from ms_keras.sparsity import control as control_lib
 from ms_keras.sparsity import groups as groups_lib
 from ms_keras.sparsity import prox as prox_lib
 from ms_keras.trainers.multitask import MultiTaskTrainer
+from ms_keras.trainers.multitask import once_for_all_replicas
 from ms_keras.trainers.multitask import reducible
 from ms_keras.trainers.multitask import replica_scale
 
@@ -72,6 +74,10 @@ class MetaSparsityTrainer(MultiTaskTrainer):
             only the explicit term, Eq. 14).
         regrow_prob: probability of re-initialising a zero group in the fast
             weights at the start of each episode.
+        controller: optional `sparsity.control.SparsityController` that
+            sets lambda every step (budget and tolerance modes); in
+            tolerance mode the meta-batches carry validation batches
+            (`probe_images`, `probe_targets`) it measures the quality on.
         inner_clip_norm: if > 0, clip each inner gradient to this global
             norm. A conv kernel followed by batch norm is scale-invariant, so
             its gradient grows as the prox shrinks it; without a bound the
@@ -385,7 +391,29 @@ class MetaSparsityTrainer(MultiTaskTrainer):
         logs = self.logs([self.loss_tracker, self.objective_tracker,
                           self.task_sum_tracker, *self.task_loss_trackers,
                           *self.sparsity_trackers])
-        return reducible({**logs, "gradient_norm": norm})
+        logs["gradient_norm"] = norm
+        if self.controller is not None:
+            if self.controller.mode == control_lib.TOLERANCE:
+                self.observe_quality(data["probe_images"],
+                                     data["probe_targets"])
+                logs["quality_gap"] = 100.0 * self.controller.gap()
+            logs["sparsity_budget"] = self.controller.budget_now(
+                self.optimizer.iterations)
+        return reducible(logs)
+
+    def observe_quality(self, images, targets):
+        """Tolerance mode: the current model's task losses on this step's
+        validation batches (inference mode), averaged over replicas, fed to
+        the controller, which moves its sparsity setpoint."""
+        flat = lambda t: tf.reshape(t, [-1, *t.shape[2:]])
+        images = flat(images)
+        targets = tf.nest.map_structure(flat, targets)
+        predictions = self.network(images, training=False)
+        losses = tf.cast(self.task_losses(targets, predictions), tf.float32)
+        losses = tf.distribute.get_replica_context().all_reduce(
+            tf.distribute.ReduceOp.MEAN, losses)
+        step = self.optimizer.iterations
+        once_for_all_replicas(lambda: self.controller.observe(losses, step))
 
     def refresh_statistics(self, query_images):
         """One moving-statistics update from training-mode passes at the meta

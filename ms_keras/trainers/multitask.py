@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from ms_keras import losses as losses_lib
 from ms_keras import metrics as metrics_lib
+from ms_keras.sparsity import control as control_lib
 
 
 def replica_scale(loss):
@@ -59,6 +60,8 @@ class MultiTaskTrainer(keras.Model):
             after every update.
         masks: optional `sparsity.proximal.KernelMasks`: a sparsity pattern
             that holds on the weights and their updates.
+        controller: optional `sparsity.control.SparsityController`: sets
+            lambda before every prox so that it meets a sparsity budget.
 
     Example:
 
@@ -68,7 +71,7 @@ class MultiTaskTrainer(keras.Model):
     """
 
     def __init__(self, network, task_specs, loss_weighting="uncertainty",
-                 lam=None, prox=None, masks=None, **kwargs):
+                 lam=None, prox=None, masks=None, controller=None, **kwargs):
         super().__init__(**kwargs)
         if not task_specs:
             raise ValueError("`task_specs` must name at least one task.")
@@ -80,10 +83,15 @@ class MultiTaskTrainer(keras.Model):
                 f"MultiTaskModel with a head per task. Received heads: {names}")
         if prox is not None and lam is None:
             raise ValueError("A prox needs the sparsity strength `lam`.")
+        if controller is not None and prox is None:
+            raise ValueError("A sparsity controller needs a `prox` to steer.")
         self.network = network
         self.lam = lam
         self.prox = prox
         self.masks = masks
+        self.controller = controller
+        if controller is not None:
+            controller.attach(prox, network.backbone)
         self.task_specs = tuple(task_specs)
         self.loss_weighting = losses_lib.build_loss_weighting(
             loss_weighting, len(task_specs))
@@ -195,10 +203,18 @@ class MultiTaskTrainer(keras.Model):
             once_for_all_replicas(self.masks.apply)
         if self.prox is not None:
             lam = self.lam.value() if lam is None else lam
-            threshold = once_for_all_replicas(
-                lambda: self.prox.apply(self.optimizer, lam))
+            threshold = once_for_all_replicas(lambda: self._prox_step(lam))
             self.threshold_tracker.update_state(threshold)
         return norm
+
+    def _prox_step(self, lam):
+        """The outer prox at `lam`, or at the lambda the controller solves
+        for (which then becomes the current lambda)."""
+        if self.controller is not None:
+            lam = self.controller.solve(self.optimizer)
+            self.lam.raw.assign(tf.cast(control_lib.inverse_softplus(
+                lam, self.lam.beta), self.lam.raw.dtype))
+        return self.prox.apply(self.optimizer, lam)
 
     def train_step(self, data):
         images, targets = data

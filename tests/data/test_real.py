@@ -225,9 +225,16 @@ def test_first_command_trains_on_files_in_the_tfds_manual_dir(tmp_path):
     result = _first_command(home, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = os.listdir(tmp_path / "runs")
-    assert run.startswith("nyu_mtl_")
+    assert run.startswith("nyu_meta_")
     assert f"Run directory: runs/{run}" in result.stdout
-    assert os.path.exists(tmp_path / "runs" / run / "metrics.json")
+    # The program's main job is its default: meta-sparsity that chooses its
+    # sparsity against a dense reference it trains first.
+    from tests.helpers import read
+    metrics = read(str(tmp_path / "runs" / run), "metrics.json")
+    assert metrics["sparsity_control"]["mode"] == "tolerance"
+    assert metrics["lambda"] is not None
+    assert os.path.exists(tmp_path / "runs" / run / "reference" /
+                          "metrics.json")
 
 
 def test_first_command_without_files_says_where_to_put_what(tmp_path):

@@ -77,6 +77,12 @@ def free_ports(count):
 
 def test_two_workers_agree_and_only_the_chief_writes(tfds_dir, tmp_path):
     prepared(tfds_dir)
+    # README command 1's tolerance mode, against a finished dense run (over
+    # several workers the reference is not trained on the way).
+    reference = tmp_path / "dense"
+    result = train(tiny_argv(tfds_dir, reference, "--mode=mtl",
+                             "--epochs=2", "--steps_per_epoch=2"))
+    assert result.returncode == 0, result.stderr[-3000:]
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     processes = []
@@ -88,7 +94,7 @@ def test_two_workers_agree_and_only_the_chief_writes(tfds_dir, tmp_path):
         argv = ["--flagfile=flags/quickstart.cfg", *tiny_argv(
             tfds_dir, tmp_path / f"run{index}", "--first_order",
             "--epochs=2", "--steps_per_epoch=2",
-            "--strategy=multi_worker")]
+            f"--reference_dir={reference}", "--strategy=multi_worker")]
         processes.append(subprocess.Popen(
             [sys.executable, "-m", "ms_keras.train", *argv], cwd=REPO,
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -115,7 +121,8 @@ def test_a_sigkilled_run_resumes_from_its_last_epoch(tfds_dir, tmp_path):
     prepared(tfds_dir)
     model_dir = tmp_path / "run"
     argv = tiny_argv(tfds_dir, model_dir, "--mode=meta", "--tasks=1,2",
-                     "--sparsity=channel", "--lambda_init=0.01",
+                     "--sparsity=channel", "--sparsity_control=paper",
+                     "--lambda_init=0.01",
                      "--meta_batch_size=2", "--first_order", "--epochs=8",
                      "--steps_per_epoch=6", "--early_stopping_patience=0")
     process = subprocess.Popen(
@@ -173,6 +180,7 @@ def test_deterministic_runs_write_identical_metrics(tfds_dir, tmp_path,
     for name in ("a", "b"):
         argv = tiny_argv(tfds_dir, tmp_path / name, "--mode=meta",
                          "--tasks=1,2", "--sparsity=channel",
+                         "--sparsity_control=paper",
                          "--lambda_init=0.03", "--meta_batch_size=2",
                          "--epochs=2", "--steps_per_epoch=3",
                          f"--strategy={strategy}", "--cpu_devices="

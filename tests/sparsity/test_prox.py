@@ -77,19 +77,10 @@ class SparsityStrengthTest(absltest.TestCase):
                 self.assertAlmostEqual(float(strength.value()) / value, 1.0,
                                        places=5)
 
-    def test_default_initial_value_is_drawn_in_range_and_seeded(self):
-        a = lam_lib.SparsityStrength(seed=3)
-        b = lam_lib.SparsityStrength(seed=3)
-        self.assertEqual(a.initial_value, b.initial_value)
-        low, high = lam_lib.INIT_RANGE
-        draws = [lam_lib.SparsityStrength(seed=s).initial_value
-                 for s in range(200)]
-        self.assertTrue(all(low <= d <= high for d in draws))
-        # Log-uniform: the median draw is near the geometric mean.
-        self.assertAlmostEqual(np.log(np.median(draws)),
-                               0.5 * (np.log(low) + np.log(high)), delta=0.15)
-        self.assertNotEqual(a.initial_value,
-                            lam_lib.SparsityStrength(seed=4).initial_value)
+    def test_initial_value_is_required_and_positive(self):
+        for value in (None, 0.0, -1e-3):
+            with self.assertRaisesRegex(ValueError, "initial_value"):
+                lam_lib.SparsityStrength(value)
 
     def test_learnable_controls_trainability_and_config_round_trips(self):
         fixed = lam_lib.SparsityStrength(1e-4, learnable=False)

@@ -1,0 +1,494 @@
+"""Sparsity control: how sparse a meta-sparsity run ends, stated by the user.
+
+Three modes (`CONTROLS`):
+
+- `paper`: lambda follows its own meta-gradient (Eq. 15) from `lambda_init`.
+  The explicit term R of that gradient is positive and dwarfs the implicit
+  one, so descending Eq. 10 in lambda only ever lowers it: the sparsity the
+  run ends at is set by where lambda starts.
+- `budget`: the backbone must end at a parameter sparsity or at a structural
+  FLOPs speed-up. The budget follows a cubic ramp from 0 to the target over
+  the first half of training, then holds. At every step lambda is the value
+  at which the outer prox (Eq. 8, in Adam's metric) zeroes exactly the
+  budget: the Lagrange multiplier of the constraint "at least this sparse".
+  Which groups go is decided by the meta-trained weights: those whose norm,
+  in the prox's metric, is smallest against `sqrt(n_g)`.
+- `tolerance`: the user states how much validation loss each task may lose
+  against a dense reference; the run finds the sparsest backbone within it.
+  A sparsity setpoint is raised while every task's loss is within the
+  tolerance and lowered when one is not (dual ascent on the quality
+  constraint), and lambda realises the setpoint as in `budget`.
+
+Everything here runs inside the train step (tensors and variables), so that
+the prox, the controller and the meta-step stay one traced function.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ms_keras.sparsity import groups as groups_lib
+from ms_keras.sparsity import prox as prox_lib
+from ms_keras.sparsity import structure as structure_lib
+
+PAPER = "paper"
+BUDGET = "budget"
+TOLERANCE = "tolerance"
+CONTROLS = (TOLERANCE, BUDGET, PAPER)
+
+# Lambda's start in the controlled modes, where it only enters the first
+# step's inner prox (the prox's units: README, sparsity control).
+DEFAULT_LAMBDA_INIT = 1e-3
+# The budget ramps up over this fraction of the training steps, then holds.
+RAMP_FRACTION = 0.5
+# The tolerance controller raises the setpoint while the quality gap is below
+# this share of the tolerance, holds it up to the tolerance, and lowers it
+# beyond: the band keeps the noise of the validation estimate from moving it.
+TOLERANCE_AIM = 0.5
+# Raising may cross the whole range in this fraction of training; lowering
+# is this many times slower, since a network needs many steps to put revived
+# groups back to use (lowering as fast as the gap asks would overshoot).
+FULL_SWING_FRACTION = 0.5
+LOWERING_SLOWDOWN = 4.0
+# After this fraction of training the setpoint only falls (when the gap is
+# beyond the tolerance), so the last epochs train at a settled sparsity.
+SETTLE_FRACTION = 0.75
+MAX_SETPOINT_PERCENT = 99.0
+# A landed budget: within this many points of parameter sparsity, or this
+# much FLOPs speed-up.
+PARAMETER_SLACK = 1.0
+FLOPS_SLACK = 0.05
+
+
+def cubic_ramp(step, total_steps, fraction=RAMP_FRACTION):
+    """Zhu & Gupta's schedule: 0 at step 0, 1 from `fraction * total_steps`.
+
+    `1 - (1 - t)^3` with `t = step / (fraction * total_steps)` clipped to
+    [0, 1]; a tensor when `step` is.
+    """
+    end = max(1.0, fraction * float(total_steps))
+    progress = tf.clip_by_value(tf.cast(step, tf.float32) / end, 0.0, 1.0)
+    return 1.0 - (1.0 - progress) ** 3
+
+
+def inverse_softplus(value, beta):
+    """`raw` with `softplus(beta * raw) / beta == value`, as a tensor op.
+
+    Stable for tiny values: `log(expm1(x)) = x + log(-expm1(-x))`.
+    """
+    x = beta * tf.maximum(value, tf.cast(1e-12, value.dtype))
+    return (x + tf.math.log(-tf.math.expm1(-x))) / beta
+
+
+class _Untracked:
+    """A plain holder Keras does not look into (no weight tracking)."""
+
+    def __init__(self, **values):
+        self.__dict__.update(values)
+
+
+class GroupRanking:
+    """The groups of the penalised kernels, their sizes and structure.
+
+    `death_lambdas` gives, for every group, the lambda at which the outer
+    prox zeroes it after this step's update: its norm over its threshold
+    per unit lambda (`OuterProx.thresholds(optimizer, 1, kernel)`).
+
+    Args:
+        prox: the trainer's `sparsity.proximal.OuterProx`.
+        backbone: the backbone the prox acts on.
+    """
+
+    def __init__(self, prox, backbone):
+        self.prox = prox
+        self.kind = prox.kind
+        sizes = []
+        for kernel in prox.kernels:
+            if self.kind == groups_lib.CHANNEL:
+                sizes.append(np.full(kernel.shape[2],
+                                     prox_lib.group_size(kernel)))
+            else:
+                sizes.append(np.ones(int(np.prod(kernel.shape))))
+        self.sizes = np.concatenate(sizes).astype(np.float64)
+        self.total = float(self.sizes.sum())
+        self.structure = (FlopsModel(backbone, prox.kernels)
+                          if self.kind == groups_lib.CHANNEL else None)
+
+    def death_lambdas(self, optimizer):
+        """Concatenated per-group lambdas at which the prox zeroes each."""
+        values = []
+        for kernel in self.prox.kernels:
+            threshold = tf.cast(self.prox.thresholds(optimizer, 1.0, kernel),
+                                tf.float32)
+            value = tf.cast(kernel, tf.float32)
+            if self.kind == groups_lib.CHANNEL:
+                norm = prox_lib.group_norms(value)
+            else:
+                norm = tf.abs(value)
+            values.append(tf.reshape(norm / tf.maximum(threshold, 1e-30),
+                                     [-1]))
+        return tf.concat(values, axis=0)
+
+    def lambda_for_parameters(self, lams, percent):
+        """The lambda that zeroes the groups whose parameters come closest
+        to `percent` of the penalised weights (smallest lambdas first)."""
+        order = tf.argsort(lams)
+        ranked = tf.gather(lams, order)
+        counts = tf.cumsum(tf.gather(tf.constant(self.sizes, tf.float32),
+                                     order))
+        wanted = tf.cast(percent, tf.float32) / 100.0 * self.total
+        # Zeroing k groups removes counts[k-1]; pick k with the closest sum.
+        above = tf.searchsorted(counts, wanted[None], side="left")[0]
+        above = tf.minimum(above, tf.size(counts) - 1)
+        below = above - 1
+        below_sum = tf.where(below >= 0, tf.gather(counts, tf.maximum(
+            below, 0)), 0.0)
+        take_above = (tf.gather(counts, above) - wanted) < (wanted - below_sum)
+        last = tf.where(take_above, above, below)
+        return tf.where(last >= 0, tf.gather(ranked, tf.maximum(last, 0)),
+                        tf.zeros((), tf.float32))
+
+    def lambda_for_speedup(self, lams, speedup):
+        """The smallest lambda whose zeroed groups give a structural FLOPs
+        speed-up of at least `speedup` (binary search over the ranking)."""
+        structure = self.structure
+        order = tf.argsort(lams)
+        ranked = tf.gather(lams, order)
+        rank = tf.scatter_nd(order[:, None], tf.range(tf.size(lams)),
+                             tf.shape(lams))
+        count = tf.size(lams)
+
+        def reaches(k):
+            return structure.speedup(rank >= k) >= speedup
+
+        def body(low, high):
+            middle = (low + high) // 2
+            good = reaches(middle)
+            return (tf.where(good, low, middle + 1),
+                    tf.where(good, middle, high))
+
+        # Smallest k in [0, count] with reaches(k); count if none does.
+        _, k = tf.while_loop(lambda low, high: low < high, body,
+                             (tf.constant(0), count))
+        return tf.where(k > 0, tf.gather(ranked, tf.maximum(k - 1, 0)),
+                        tf.zeros((), tf.float32))
+
+
+class FlopsModel:
+    """Structural FLOPs of the backbone for a set of live groups, as tensor
+    ops: the count `stats.SparsityMeter.measure()["structural_flops"]` makes
+    of the slim structure (`structure.kept_channels`).
+
+    Args:
+        backbone: the functional backbone.
+        kernels: the penalised kernel variables, in the order their groups
+            are concatenated.
+    """
+
+    def __init__(self, backbone, kernels):
+        structure = structure_lib.analyse(backbone)
+        layers = groups_lib.conv_layers(backbone)
+        by_kernel = {id(layer.kernel): layer.name for layer in layers}
+        names = [by_kernel[id(k)] for k in kernels]
+        self.offsets = np.cumsum([0] + [k.shape[2] for k in kernels])
+        index = {name: i for i, name in enumerate(names)}
+        self.spaces = []
+        for space, channels in structure.space_channels.items():
+            readers = structure.space_readers[space]
+            pinned = space in structure.pinned_spaces or not readers
+            self.spaces.append((space, channels, pinned,
+                                [index[r] for r in readers if r in index]))
+        self.space_position = {s[0]: i for i, s in enumerate(self.spaces)}
+        self.convs = []
+        dense = 0
+        for info in structure.convs.values():
+            kh, kw = info.kernel_shape[:2]
+            pixels = info.output_hw[0] * info.output_hw[1]
+            self.convs.append((self.space_position[info.input_space],
+                               self.space_position[info.output_space],
+                               2.0 * kh * kw * pixels))
+            dense += info.dense_flops()
+        self.dense_flops = float(dense)
+
+    def kept_counts(self, alive):
+        """Channels each space keeps for the flat bool vector `alive` of
+        live groups (at least one; every channel of a pinned space)."""
+        counts = []
+        for _, channels, pinned, readers in self.spaces:
+            if pinned or not readers:
+                counts.append(tf.constant(float(channels)))
+                continue
+            used = tf.zeros((channels,), tf.bool)
+            for reader in readers:
+                used = tf.logical_or(used, alive[
+                    self.offsets[reader]:self.offsets[reader + 1]])
+            counts.append(tf.maximum(
+                tf.reduce_sum(tf.cast(used, tf.float32)), 1.0))
+        return counts
+
+    def flops(self, alive):
+        kept = self.kept_counts(alive)
+        return tf.add_n([scale * kept[source] * kept[target]
+                         for source, target, scale in self.convs])
+
+    def speedup(self, alive):
+        return self.dense_flops / self.flops(alive)
+
+    def max_speedup(self):
+        """The speed-up with every group zeroed: what no budget can pass."""
+        return float(self.speedup(tf.zeros((int(self.offsets[-1]),),
+                                           tf.bool)))
+
+
+class ReferenceCurve:
+    """A dense reference's validation loss per task over training.
+
+    Args:
+        fractions: increasing fractions of training (0, 1] at which the
+            reference was evaluated (its epoch ends).
+        losses: `(len(fractions), num_tasks)` validation task losses.
+
+    Values between two points are interpolated linearly in log-loss; after
+    the last point they are held. Before the first they are interpolated from
+    `start` (the losses at fraction 0) when it is given, else held.
+    """
+
+    def __init__(self, fractions, losses):
+        fractions = np.asarray(fractions, np.float64)
+        losses = np.asarray(losses, np.float64)
+        if fractions.ndim != 1 or not len(fractions) or losses.shape[0] != len(
+                fractions):
+            raise ValueError(
+                "A reference curve needs one loss row per fraction. Received "
+                f"fractions of shape {fractions.shape}, losses of shape "
+                f"{losses.shape}")
+        if np.any(np.diff(fractions) <= 0):
+            raise ValueError(
+                f"Reference fractions must increase. Received: {fractions}")
+        if np.any(losses <= 0):
+            raise ValueError("Reference losses must be positive to compare "
+                             f"against. Received: {losses}")
+        self.fractions = fractions
+        self.losses = losses
+
+    def at(self, fraction, start=None):
+        """Reference losses (numpy, per task) at one fraction of training."""
+        fractions, logs = self.fractions, np.log(self.losses)
+        if start is not None:
+            fractions = np.concatenate([[0.0], fractions])
+            logs = np.concatenate([np.log(start)[None], logs])
+        return np.exp([np.interp(fraction, fractions, logs[:, t])
+                       for t in range(logs.shape[1])])
+
+    def tensor_at(self, fraction, start=None):
+        """`at` as tensor ops on a scalar tensor `fraction` (and `start`)."""
+        xs = tf.constant(self.fractions, tf.float32)
+        logs = tf.constant(np.log(self.losses), tf.float32)
+        if start is not None:
+            xs = tf.concat([[0.0], xs], axis=0)
+            logs = tf.concat([tf.math.log(tf.cast(start, tf.float32))[None],
+                              logs], axis=0)
+        count = int(xs.shape[0])
+        fraction = tf.clip_by_value(tf.cast(fraction, tf.float32), xs[0],
+                                    xs[-1])
+        if count == 1:
+            return tf.exp(logs[0])
+        right = tf.clip_by_value(
+            tf.searchsorted(xs, fraction[None], side="left")[0], 1,
+            count - 1)
+        left = right - 1
+        weight = (fraction - xs[left]) / (xs[right] - xs[left])
+        return tf.exp(logs[left] + weight * (logs[right] - logs[left]))
+
+
+def quality_gap(losses, reference):
+    """The worst task's relative excess loss over the reference
+    (`max_t losses_t / reference_t - 1`); negative when every task is
+    better than the reference."""
+    return np.max(np.asarray(losses) / np.asarray(reference) - 1.0)
+
+
+def next_setpoint(setpoint, gap, tolerance, rate, settled=False):
+    """One step of the tolerance controller (percent points).
+
+    Dual ascent with a dead band: the setpoint rises by `rate` when the
+    quality gap is zero, by less as the gap approaches the aim
+    (`TOLERANCE_AIM * tolerance`), holds between the aim and the tolerance,
+    and beyond the tolerance falls by up to `rate / LOWERING_SLOWDOWN`
+    (reached at twice the tolerance).
+
+    Args:
+        setpoint: parameter sparsity setpoint (percent).
+        gap: `quality_gap` of the current model (a fraction).
+        tolerance: the allowed gap (a fraction, > 0).
+        rate: the largest rise per step (percent points).
+        settled: no more rising (the last part of training).
+    """
+    aim = TOLERANCE_AIM * tolerance
+    rise = tf.clip_by_value((aim - gap) / aim, 0.0, 1.0)
+    if settled is True:
+        rise = tf.zeros_like(rise)
+    elif settled is not False:
+        rise = tf.where(settled, tf.zeros_like(rise), rise)
+    fall = tf.clip_by_value((gap - tolerance) / tolerance, 0.0, 1.0)
+    change = rate * rise - rate / LOWERING_SLOWDOWN * fall
+    return tf.clip_by_value(setpoint + change, 0.0, MAX_SETPOINT_PERCENT)
+
+
+class SparsityController(keras.layers.Layer):
+    """Chooses lambda every step so that the outer prox meets a sparsity
+    setpoint, and (in `tolerance` mode) moves the setpoint with the quality.
+
+    Its state (the setpoint, the running validation losses) is made of
+    non-trainable weights, so a trainer that holds it saves and restores it
+    with its checkpoints and backups.
+
+    Args:
+        mode: `budget` or `tolerance`.
+        total_steps: optimizer steps of the whole run (ramp and rate).
+        target_sparsity: budget in percent of the backbone conv parameters.
+        target_flops_speedup: budget as a structural FLOPs speed-up (> 1).
+        quality_tolerance: allowed relative validation loss excess per task
+            (percent) in `tolerance` mode.
+        reference: the `ReferenceCurve` of the dense reference (needed by
+            `observe`, so by `tolerance` mode when training).
+        window: steps of the running average of the validation losses.
+
+    Example:
+
+    >>> controller = SparsityController("budget", 600, target_sparsity=44)
+    >>> controller.attach(prox, network.backbone)
+    >>> lam = controller.solve(optimizer)          # inside the train step
+    """
+
+    def __init__(self, mode, total_steps, target_sparsity=None,
+                 target_flops_speedup=None, quality_tolerance=None,
+                 reference=None, window=10, num_tasks=1, **kwargs):
+        super().__init__(trainable=False, **kwargs)
+        if mode not in (BUDGET, TOLERANCE):
+            raise ValueError(
+                f"`mode` must be '{BUDGET}' or '{TOLERANCE}'. Received: "
+                f"mode={mode}")
+        if mode == BUDGET and (target_sparsity is None) == (
+                target_flops_speedup is None):
+            raise ValueError(
+                "A budget needs exactly one of `target_sparsity` and "
+                f"`target_flops_speedup`. Received: {target_sparsity}, "
+                f"{target_flops_speedup}")
+        if mode == TOLERANCE and not quality_tolerance:
+            raise ValueError(
+                "`tolerance` mode needs a positive `quality_tolerance`. "
+                f"Received: quality_tolerance={quality_tolerance}")
+        self.mode = mode
+        self.total_steps = max(1, int(total_steps))
+        self.target_sparsity = target_sparsity
+        self.target_flops_speedup = target_flops_speedup
+        self.quality_tolerance = quality_tolerance
+        self._reference = _Untracked(curve=reference)
+        self.window = max(1, int(window))
+        self.num_tasks = int(num_tasks)
+        self.rate = 100.0 / (FULL_SWING_FRACTION * self.total_steps)
+        self._ranking = None
+        self.setpoint = self.add_weight(shape=(), initializer="zeros",
+                                        trainable=False, name="setpoint")
+        self.loss_average = self.add_weight(
+            shape=(self.num_tasks,), initializer="zeros", trainable=False,
+            name="loss_average")
+        self.reference_average = self.add_weight(
+            shape=(self.num_tasks,), initializer="zeros", trainable=False,
+            name="reference_average")
+        self.average_weight = self.add_weight(
+            shape=(), initializer="zeros", trainable=False,
+            name="average_weight")
+        # The first measured losses: the reference curve starts there (an
+        # untrained network, which the dense reference also started from).
+        self.initial_losses = self.add_weight(
+            shape=(self.num_tasks,), initializer="ones", trainable=False,
+            name="initial_losses")
+
+    @property
+    def reference(self):
+        return self._reference.curve
+
+    @property
+    def measures_flops(self):
+        return self.target_flops_speedup is not None
+
+    def attach(self, prox, backbone):
+        """Binds the controller to the prox and backbone it steers."""
+        if self.measures_flops and prox.kind != groups_lib.CHANNEL:
+            raise ValueError(
+                "--target_flops_speedup needs channel sparsity: zeroed single "
+                "weights remove no channel (got --sparsity=unstructured).")
+        self._ranking = _Untracked(value=GroupRanking(prox, backbone))
+        if self.measures_flops:
+            most = self._ranking.value.structure.max_speedup()
+            if self.target_flops_speedup >= most:
+                raise ValueError(
+                    f"--target_flops_speedup={self.target_flops_speedup}: "
+                    f"this backbone reaches at most {most:.2f}x with every "
+                    "group zeroed.")
+
+    def budget_now(self, step):
+        """The budget in force at `step`: the ramped target (budget mode,
+        percent or speed-up) or the setpoint (tolerance mode, percent)."""
+        if self.mode == TOLERANCE:
+            return self.setpoint.value
+        ramp = cubic_ramp(step, self.total_steps)
+        if self.measures_flops:
+            # Ramp the removed share of the FLOPs, not the speed-up.
+            removed = (1.0 - 1.0 / self.target_flops_speedup) * ramp
+            return 1.0 / (1.0 - removed)
+        return self.target_sparsity * ramp
+
+    def solve(self, optimizer):
+        """Lambda at which the prox, after this step's update, zeroes the
+        budget in force (call after the optimizer's update, before the prox).
+        """
+        ranking = self._ranking.value
+        lams = ranking.death_lambdas(optimizer)
+        budget = self.budget_now(optimizer.iterations)
+        if self.measures_flops:
+            lam = ranking.lambda_for_speedup(lams, budget)
+        else:
+            lam = ranking.lambda_for_parameters(lams, budget)
+        # Groups at exactly the solved lambda are zeroed too.
+        return lam * (1.0 + 1e-5)
+
+    def observe(self, losses, step):
+        """Tolerance mode: folds one validation estimate of the task losses
+        into the running averages and moves the setpoint.
+
+        Args:
+            losses: per-task validation losses of the current model.
+            step: the optimizer step (for the reference curve).
+        """
+        if self.reference is None:
+            raise ValueError("`observe` needs the dense `reference` curve.")
+        losses = tf.cast(losses, tf.float32)
+        first = self.average_weight <= 0
+        self.initial_losses.assign(tf.where(first, losses,
+                                            self.initial_losses))
+        fraction = tf.cast(step, tf.float32) / float(self.total_steps)
+        reference = self.reference.tensor_at(fraction, self.initial_losses)
+        decay = 1.0 - 1.0 / self.window
+        self.loss_average.assign(decay * self.loss_average + (1 - decay)
+                                 * losses)
+        # The reference is averaged the same way, so both lag alike.
+        self.reference_average.assign(decay * self.reference_average
+                                      + (1 - decay) * reference)
+        self.average_weight.assign(decay * self.average_weight + (1 - decay))
+        gap = tf.reduce_max(self.loss_average / self.reference_average) - 1.0
+        tolerance = self.quality_tolerance / 100.0
+        settled = fraction >= SETTLE_FRACTION
+        self.setpoint.assign(next_setpoint(self.setpoint, gap, tolerance,
+                                           self.rate, settled))
+        return gap
+
+    def gap(self):
+        """The running quality gap (fraction; 0 before any observation)."""
+        ready = self.average_weight > 0
+        safe = tf.where(ready, self.reference_average,
+                        tf.ones_like(self.reference_average))
+        return tf.where(ready, tf.reduce_max(self.loss_average / safe) - 1.0,
+                        0.0)

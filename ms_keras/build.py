@@ -67,7 +67,10 @@ def finished_metrics(path, flag):
 
 
 def pruning_target(pruning):
-    """The budget of a pruning run, in percent of the backbone weights."""
+    """The budget of a pruning run, in percent of the backbone weights (or
+    of its structural FLOPs for a `target_flops_speedup`)."""
+    if pruning.target_flops_speedup is not None:
+        return pruning_lib.percent_for_speedup(pruning.target_flops_speedup)
     if pruning.target_sparsity is not None:
         return pruning.target_sparsity
     metrics = finished_metrics(pruning.budget_from, "budget_from")
@@ -107,8 +110,10 @@ def pruning_schedule(config, backbone, masks):
         pruning.pruning_mask, pruning_lib.groups_of(backbone),
         config.training.seed,
         run_masks(pruning.mask_from) if pruning.mask_from else None)
+    measure = (pruning_lib.FlopsMeasure(backbone)
+               if pruning.target_flops_speedup is not None else None)
     return sparsity_callbacks.PruningSchedule(backbone, masks, schedule,
-                                              target, scores)
+                                              target, scores, measure)
 
 
 def build_lambda(config):

@@ -365,6 +365,8 @@ class PruningConfig:
         target_sparsity: the backbone parameter sparsity to reach (%).
         budget_from: a finished run whose parameter sparsity is the budget
             (instead of `target_sparsity`).
+        target_flops_speedup: the structural FLOPs speed-up to reach
+            (instead of a parameter budget).
         mask_from: the meta-sparsity run whose zeroed groups `meta` prunes.
         pruning_rounds: rounds of `iterative`.
         pruning_begin_step: first step of `progressive`'s ramp.
@@ -376,6 +378,7 @@ class PruningConfig:
     pruning_mask: str = pruning_lib.MAGNITUDE
     target_sparsity: typing.Optional[float] = None
     budget_from: typing.Optional[str] = None
+    target_flops_speedup: typing.Optional[float] = None
     mask_from: typing.Optional[str] = None
     pruning_rounds: int = 4
     pruning_begin_step: int = 0
@@ -387,11 +390,18 @@ class PruningConfig:
                f"--pruning={self.method}: expected one of none, "
                f"{', '.join(PRUNING_METHODS)}.")
         _check_choice(self, "pruning_mask", pruning_lib.MASK_SOURCES)
-        _check((self.target_sparsity is None) != (self.budget_from is None),
+        budgets = (self.target_sparsity, self.budget_from,
+                   self.target_flops_speedup)
+        _check(sum(b is not None for b in budgets) == 1,
                f"--pruning={self.method} needs exactly one budget: "
-               "--target_sparsity=<percent> or --budget_from=<finished "
-               f"run>; got --target_sparsity={self.target_sparsity} "
-               f"--budget_from={self.budget_from}.")
+               "--target_sparsity=<percent>, --budget_from=<finished run> "
+               "or --target_flops_speedup=<x>; got --target_sparsity="
+               f"{self.target_sparsity} --budget_from={self.budget_from} "
+               f"--target_flops_speedup={self.target_flops_speedup}.")
+        _check(self.target_flops_speedup is None
+               or self.target_flops_speedup > 1.0,
+               f"--target_flops_speedup={self.target_flops_speedup}: a FLOPs "
+               "speed-up over the dense backbone, > 1.")
         _check(self.target_sparsity is None
                or 0.0 < self.target_sparsity < 100.0,
                f"--target_sparsity={self.target_sparsity}: a parameter "

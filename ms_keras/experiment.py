@@ -250,6 +250,12 @@ def final_metrics(trainer, config):
                 trainer.masks.masks()),
             "budget_from": pruning.budget_from,
             "mask_from": pruning.mask_from}
+        if pruning.target_flops_speedup is not None:
+            # The budget is in removed FLOPs: target_percent is their share.
+            metrics["pruning"].update(
+                measure="flops", target_flops_speedup=(
+                    pruning.target_flops_speedup),
+                achieved_flops_speedup=metrics["sparsity"]["flops_speedup"])
     metrics["selection"] = {
         "monitor": record["monitor"], "value": record["best"],
         "epoch": record["epoch"], "eligible": record.get("eligible", True),
@@ -384,15 +390,18 @@ def check_control(config):
                 f"{config.data.dataset}.")
         build.reference_curve(path, config.tasks)
     if meta.target_flops_speedup is not None:
-        backbone = build.build_network(config).backbone
-        kernels = [k.variable for k in
-                   sparsity_groups.penalised_kernels(backbone)]
-        most = control_lib.FlopsModel(backbone, kernels).max_speedup()
-        if meta.target_flops_speedup >= most:
-            raise ValueError(
-                f"--target_flops_speedup={meta.target_flops_speedup}: this "
-                f"backbone reaches at most {most:.2f}x, with every group "
-                "zeroed.")
+        check_flops_target(config, meta.target_flops_speedup)
+
+
+def check_flops_target(config, speedup):
+    """Raises ValueError for a FLOPs speed-up the backbone cannot reach."""
+    backbone = build.build_network(config).backbone
+    kernels = [k.variable for k in sparsity_groups.penalised_kernels(backbone)]
+    most = control_lib.FlopsModel(backbone, kernels).max_speedup()
+    if speedup >= most:
+        raise ValueError(
+            f"--target_flops_speedup={speedup}: this backbone reaches at most "
+            f"{most:.2f}x, with every group zeroed.")
 
 
 def prepare(config, strategy=None, overwrite=False):
@@ -424,6 +433,8 @@ def prepare(config, strategy=None, overwrite=False):
                 f"{e}") from None
     if config.pruning:
         build.check_pruning(config.pruning)
+        if config.pruning.target_flops_speedup is not None:
+            check_flops_target(config, config.pruning.target_flops_speedup)
     if config.transfer:
         try:
             load_config(config.transfer.from_dir, require_finished=True)

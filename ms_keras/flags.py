@@ -39,6 +39,13 @@ _DEFINED = set()
 _APPLIES = {}
 
 
+def _prunes():
+    """Whether `--pruning` is given (a dense run: the pruning flags' checks
+    report a meta mode)."""
+    return "pruning" in FLAGS and FLAGS["pruning"].value not in (None,
+                                                                  "none")
+
+
 def sparsity_kind(values):
     """`--sparsity`, whose default depends on `--mode`: channel for a meta
     run (meta-sparsity), none for stl/mtl (dense)."""
@@ -365,7 +372,8 @@ def define_experiment_flags():
         "percent: the budget of --sparsity_control=budget or of --pruning.")
     flags.DEFINE_float(
         "target_flops_speedup", None, "Structural FLOPs speed-up of the slim "
-        "backbone to reach, > 1 (--sparsity_control=budget).")
+        "backbone to reach, > 1: the budget of --sparsity_control=budget or "
+        "of --pruning.")
     flags.DEFINE_float(
         "lambda_init", None, "Lambda's start value. Required by "
         "--sparsity_control=paper, where it decides the sparsity; in "
@@ -380,14 +388,16 @@ def define_experiment_flags():
         "lambda_lr", 0.0, "Learning rate of lambda in a meta-sparsity run "
         "(0: --learning_rate).")
     meta_names = [f.name for f in dataclasses.fields(config_lib.MetaConfig)]
+    # Budgets of --pruning too; checked with the pruning flags.
+    shared = ("target_sparsity", "target_flops_speedup")
     for name in meta_names:
-        if name != "target_sparsity":  # also the budget of --pruning
+        if name not in shared:
             _applies(name, _META)
     for name in ("inner_prox", "regrow_prob", "sparsity_control",
                  "lambda_init"):
         _applies(name, _SPARSE_META)
     for name, control in CONTROL_FIELDS.items():
-        if name != "target_sparsity":
+        if name not in shared:
             _applies(name, _controlled_by(control))
 
     _section_validator(
@@ -397,7 +407,7 @@ def define_experiment_flags():
             config_lib.SparsityConfig, v, kind=sparsity_kind(v)))
     _section_validator(
         ["mode", "sparsity", *meta_names],
-        lambda v: v["mode"] != "meta" or meta_section(v))
+        lambda v: v["mode"] != "meta" or _prunes() or meta_section(v))
     flags.register_multi_flags_validator(
         sorted({"mode", "sparsity", "lam", *_APPLIES}), _check_applicable)
     flags.register_multi_flags_validator(
@@ -486,14 +496,19 @@ def define_pruning_flags():
             config_lib.PruningConfig, v, method=v["pruning"]))
 
     def check_applicable(values):
+        if values["pruning"] != "none" and values["mode"] == "meta":
+            raise flags.ValidationError(
+                f"--pruning={values['pruning']} trains and prunes a dense "
+                "model: pass --mode=mtl or stl (--mode defaults to meta).")
         for name in names:
             if not FLAGS[name].present or values["pruning"] != "none":
                 continue
-            if name == "target_sparsity" and _sparse_meta(values) and (
+            shared = name in ("target_sparsity", "target_flops_speedup")
+            if shared and _sparse_meta(values) and (
                     values["sparsity_control"] == control_lib.BUDGET):
                 continue
             also = (" or to --mode=meta --sparsity_control=budget"
-                    if name == "target_sparsity" else "")
+                    if shared else "")
             raise flags.ValidationError(
                 f"--{name} applies to --pruning=one_shot, iterative, "
                 f"progressive or sparse_training{also} (got --pruning=none)")

@@ -187,6 +187,52 @@ class NormalAngleHistogram(keras.metrics.Metric):
         return {"prefix": self.prefix, "name": self.name}
 
 
+@keras.saving.register_keras_serializable(package="ms_keras")
+class BalancedAccuracy(keras.metrics.Metric):
+    """Mean of the true-positive and true-negative rates of a binary
+    attribute predicted as a logit (positive above `threshold`).
+
+    Unlike accuracy it is 0.5 for a model that always predicts the majority
+    class, whatever the class balance.
+
+    Args:
+        threshold: logit above which the prediction is positive.
+        name: metric name.
+    """
+
+    def __init__(self, threshold=0.0, name="balanced_accuracy", dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.threshold = float(threshold)
+        self.counts = self.add_variable(shape=(4,), initializer="zeros",
+                                        name="counts")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        positive = keras.ops.cast(
+            keras.ops.reshape(y_true, [-1]) > 0.5, "float32")
+        predicted = keras.ops.cast(
+            keras.ops.reshape(y_pred, [-1]) > self.threshold, "float32")
+        self.counts.assign_add(keras.ops.stack([
+            keras.ops.sum(positive * predicted),
+            keras.ops.sum(positive * (1 - predicted)),
+            keras.ops.sum((1 - positive) * (1 - predicted)),
+            keras.ops.sum((1 - positive) * predicted)]))
+
+    def result(self):
+        tp, fn, tn, fp = (self.counts[i] for i in range(4))
+        rates = []
+        for hits, misses in ((tp, fn), (tn, fp)):
+            total = hits + misses
+            rates.append(keras.ops.where(total > 0, hits / keras.ops.maximum(
+                total, 1.0), 1.0))
+        return (rates[0] + rates[1]) / 2.0
+
+    def reset_state(self):
+        self.counts.assign(keras.ops.zeros((4,)))
+
+    def get_config(self):
+        return {"threshold": self.threshold, "name": self.name}
+
+
 # The paper's metric of each kind of task (Table 2) and whether higher is
 # better: model selection by delta_m and the report's "best" marks use it.
 PRIMARY_METRICS = {
@@ -241,7 +287,8 @@ def build_task_metrics(task):
     if task.kind == tasks_lib.EDGES:
         return [keras.metrics.MeanAbsoluteError(name=prefix + "mae")]
     return [keras.metrics.BinaryAccuracy(name=prefix + "accuracy",
-                                         threshold=0.0)]
+                                         threshold=0.0),
+            BalancedAccuracy(name=prefix + "balanced_accuracy")]
 
 
 def group_results(logs, task_names, prefix=""):

@@ -90,10 +90,27 @@ class MetricsAgainstNumpyTest(absltest.TestCase):
         attr = tasks.get_dataset("celeba").task("smiling")
         labels = (self.rng.random((4, 1)) < 0.5).astype(np.float32)
         logits = self.rng.normal(size=(4, 1))
-        (accuracy,) = metrics.build_task_metrics(attr)
+        accuracy, _ = metrics.build_task_metrics(attr)
         self.assertAlmostEqual(
             float(_accumulate(accuracy, self._split(labels, logits))),
             np.mean((logits > 0) == (labels > 0.5)), places=6)
+
+    def test_balanced_accuracy_is_the_mean_of_both_class_rates(self):
+        attr = tasks.get_dataset("celeba").task("smiling")
+        labels = (self.rng.random((40, 1)) < 0.2).astype(np.float32)
+        logits = self.rng.normal(size=(40, 1)) + 2.0 * (labels - 0.5)
+        _, balanced = metrics.build_task_metrics(attr)
+        self.assertEqual(balanced.name, "smiling_balanced_accuracy")
+        positive, predicted = labels[:, 0] > 0.5, logits[:, 0] > 0
+        expected = 0.5 * (np.mean(predicted[positive])
+                          + np.mean(~predicted[~positive]))
+        batches = [(labels[:20], logits[:20]), (labels[20:], logits[20:])]
+        self.assertAlmostEqual(float(_accumulate(balanced, batches)),
+                               expected, places=6)
+        # Always predicting the majority class scores one half.
+        majority = metrics.BalancedAccuracy()
+        majority.update_state(labels, -np.ones_like(logits))
+        self.assertAlmostEqual(float(majority.result()), 0.5, places=6)
 
     def test_group_results_prefers_the_longest_task_name(self):
         logs = {"val_a_loss": 1.0, "val_a_b_loss": 2.0, "val_loss": 3.0,

@@ -58,6 +58,27 @@ def test_every_method_reaches_the_budget(tfds_dir, tmp_path, dense_run,
     assert read(model_dir, "cost.json")["train_seconds"] > 0
 
 
+@pytest.mark.parametrize("method", ["one_shot", "progressive"])
+def test_a_flops_budget_is_met_in_structural_flops(tfds_dir, tmp_path,
+                                                   dense_run, method):
+    model_dir = str(tmp_path / "flops")
+    extra = {"from_dir": dense_run} if method == "one_shot" else {}
+    run_train(tfds_dir, model_dir, tasks=TASKS, epochs=2, steps_per_epoch=4,
+              pruning=method, target_flops_speedup=1.5, pruning_frequency=1,
+              early_stopping_patience=0, **extra)
+    metrics = read(model_dir, "metrics.json")
+    pruning = metrics["pruning"]
+    assert pruning["measure"] == "flops"
+    assert pruning["target_flops_speedup"] == 1.5
+    assert metrics["sparsity"]["flops_speedup"] >= 1.5
+    if method == "one_shot":
+        # One selection, the fewest groups that reach it: just above.
+        assert metrics["sparsity"]["flops_speedup"] <= 1.55
+    assert pruning["achieved_flops_speedup"] == (
+        metrics["sparsity"]["flops_speedup"])
+    assert metrics["history"]["pruning_target_reached"][-1] == 1.0
+
+
 def test_meta_mask_prunes_what_the_meta_run_zeroed(tfds_dir, tmp_path,
                                                    dense_run, meta_run):
     model_dir = str(tmp_path / "meta_mask")
@@ -108,8 +129,6 @@ def test_budget_from_reads_the_runs_parameter_sparsity(tfds_dir, tmp_path,
      "--budget_from=/no/run: no finished run there"),
     (dict(pruning="one_shot", target_sparsity=40.0, from_dir="/no/run"),
      "--from_dir=/no/run: no such directory"),
-    (dict(pruning="sparse_training", target_sparsity=40.0, mode="meta"),
-     "does not combine with --mode=meta"),
     (dict(from_dir="DENSE"), "applies to --pruning=one_shot or iterative"),
 ])
 def test_bad_combinations_fail_in_one_line_writing_nothing(
@@ -122,6 +141,13 @@ def test_bad_combinations_fail_in_one_line_writing_nothing(
     assert exit_info.value.code == 1
     assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "x").exists()
+
+
+def test_pruning_needs_a_dense_mode(capsys):
+    assert_flag_error("train", ["--pruning=sparse_training",
+                                "--target_sparsity=40"],
+                      "--pruning=sparse_training trains and prunes a dense "
+                      "model: pass --mode=mtl or stl", capsys)
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -143,4 +169,4 @@ def test_bad_combinations_fail_in_one_line_writing_nothing(
     (["--pruning=magnitude"], "--pruning"),
 ])
 def test_bad_pruning_flags_give_one_line(argv, message, capsys):
-    assert_flag_error("train", argv, message, capsys)
+    assert_flag_error("train", ["--mode=mtl", *argv], message, capsys)

@@ -109,14 +109,16 @@ class SparsitySummaries(keras.callbacks.Callback):
 class PruningSchedule(keras.callbacks.Callback):
     """Prunes input-channel groups to a budget that follows a schedule.
 
-    Before each optimizer step it asks `target(step)` for the parameter
-    sparsity in force; when that exceeds what the mask already prunes, it
-    prunes more groups, lowest `score` first (`pruning.select`), into the
-    trainer's `KernelMasks`, which hold them at zero from then on (weights,
-    gradients and the optimizer's moments). Pruned groups stay pruned. At
-    the end of each epoch it logs `pruning_sparsity` (the mask's parameter
-    sparsity) and `pruning_target_reached` (1 once the final budget is in
-    force), which model selection uses to skip epochs before it.
+    Before each optimizer step it asks `target(step)` for the budget in
+    force (percent of the parameters, or with `measure` of what it measures,
+    e.g. `pruning.FlopsMeasure`); when that exceeds what the mask already
+    prunes, it prunes more groups, lowest `score` first (`pruning.select`),
+    into the trainer's `KernelMasks`, which hold them at zero from then on
+    (weights, gradients and the optimizer's moments). Pruned groups stay
+    pruned. At the end of each epoch it logs `pruning_sparsity` (the mask's
+    parameter sparsity) and `pruning_target_reached` (1 once the final
+    budget is in force), which model selection uses to skip epochs before
+    it.
 
     Example:
 
@@ -130,21 +132,31 @@ class PruningSchedule(keras.callbacks.Callback):
         target: `step -> percent` in force at that step.
         final_percent: the budget at the end of the schedule.
         scores: `{conv name: numpy kernel} -> {(layer, channel): score}`.
+        measure: optional `pruned groups -> percent` the budget is in
+            (default: the parameter sparsity).
     """
 
-    def __init__(self, backbone, masks, target, final_percent, scores):
+    def __init__(self, backbone, masks, target, final_percent, scores,
+                 measure=None):
         super().__init__()
         self.backbone = backbone
         self.masks = masks
         self.target = target
         self.final_percent = float(final_percent)
         self.scores = scores
+        self.measure = measure
         self._groups = pruning_lib.groups_of(backbone)
         self._in_force = 0.0
 
+    def measured(self):
+        """What the mask holds, in the budget's measure (percent)."""
+        if self.measure is None:
+            return pruning_lib.parameter_percent(self.masks.masks())
+        return self.measure(pruning_lib.pruned_groups(self.masks.masks()))
+
     def on_train_begin(self, logs=None):
         # A resumed run's masks were restored with its weights.
-        self._in_force = pruning_lib.parameter_percent(self.masks.masks())
+        self._in_force = self.measured()
 
     def on_train_batch_begin(self, batch, logs=None):
         wanted = self.target(int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)))
@@ -155,15 +167,15 @@ class PruningSchedule(keras.callbacks.Callback):
         current = self.masks.masks()
         chosen = pruning_lib.select(self._groups, self.scores(kernels),
                                     wanted,
-                                    pruning_lib.pruned_groups(current))
+                                    pruning_lib.pruned_groups(current),
+                                    self.measure)
         masks = pruning_lib.masks_for(self.backbone, chosen)
         self.masks.set_masks({name: masks[name] & current[name]
                               for name in masks})
         self.masks.apply(self.model.optimizer)
         # What the schedule asked for, even when the groups' sizes make the
         # mask land a little below it: asked once, not again every step.
-        self._in_force = max(wanted, pruning_lib.parameter_percent(
-            self.masks.masks()))
+        self._in_force = max(wanted, self.measured())
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:

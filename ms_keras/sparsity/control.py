@@ -248,9 +248,8 @@ class ReferenceCurve:
             reference was evaluated (its epoch ends).
         losses: `(len(fractions), num_tasks)` validation task losses.
 
-    Values between two points are interpolated linearly in log-loss; after
-    the last point they are held. Before the first they are interpolated from
-    `start` (the losses at fraction 0) when it is given, else held.
+    Values between two points are interpolated linearly in log-loss; before
+    the first and after the last point they are held.
     """
 
     def __init__(self, fractions, losses):
@@ -271,23 +270,23 @@ class ReferenceCurve:
         self.fractions = fractions
         self.losses = losses
 
-    def at(self, fraction, start=None):
+    @property
+    def first_fraction(self):
+        """Where the curve starts: before it there is nothing to compare
+        with (an untrained network's inference-mode loss, its batch-norm
+        statistics still catching up, is no guide)."""
+        return float(self.fractions[0])
+
+    def at(self, fraction):
         """Reference losses (numpy, per task) at one fraction of training."""
-        fractions, logs = self.fractions, np.log(self.losses)
-        if start is not None:
-            fractions = np.concatenate([[0.0], fractions])
-            logs = np.concatenate([np.log(start)[None], logs])
-        return np.exp([np.interp(fraction, fractions, logs[:, t])
+        logs = np.log(self.losses)
+        return np.exp([np.interp(fraction, self.fractions, logs[:, t])
                        for t in range(logs.shape[1])])
 
-    def tensor_at(self, fraction, start=None):
-        """`at` as tensor ops on a scalar tensor `fraction` (and `start`)."""
+    def tensor_at(self, fraction):
+        """`at` as tensor ops on a scalar tensor `fraction`."""
         xs = tf.constant(self.fractions, tf.float32)
         logs = tf.constant(np.log(self.losses), tf.float32)
-        if start is not None:
-            xs = tf.concat([[0.0], xs], axis=0)
-            logs = tf.concat([tf.math.log(tf.cast(start, tf.float32))[None],
-                              logs], axis=0)
         count = int(xs.shape[0])
         fraction = tf.clip_by_value(tf.cast(fraction, tf.float32), xs[0],
                                     xs[-1])
@@ -400,11 +399,6 @@ class SparsityController(keras.layers.Layer):
         self.average_weight = self.add_weight(
             shape=(), initializer="zeros", trainable=False,
             name="average_weight")
-        # The first measured losses: the reference curve starts there (an
-        # untrained network, which the dense reference also started from).
-        self.initial_losses = self.add_weight(
-            shape=(self.num_tasks,), initializer="ones", trainable=False,
-            name="initial_losses")
 
     @property
     def reference(self):
@@ -466,23 +460,24 @@ class SparsityController(keras.layers.Layer):
         if self.reference is None:
             raise ValueError("`observe` needs the dense `reference` curve.")
         losses = tf.cast(losses, tf.float32)
-        first = self.average_weight <= 0
-        self.initial_losses.assign(tf.where(first, losses,
-                                            self.initial_losses))
         fraction = tf.cast(step, tf.float32) / float(self.total_steps)
-        reference = self.reference.tensor_at(fraction, self.initial_losses)
-        decay = 1.0 - 1.0 / self.window
+        reference = self.reference.tensor_at(fraction)
+        # Nothing is compared (and the setpoint stays) before the reference
+        # curve starts.
+        active = fraction >= self.reference.first_fraction
+        decay = tf.where(active, 1.0 - 1.0 / self.window, 1.0)
         self.loss_average.assign(decay * self.loss_average + (1 - decay)
                                  * losses)
         # The reference is averaged the same way, so both lag alike.
         self.reference_average.assign(decay * self.reference_average
                                       + (1 - decay) * reference)
         self.average_weight.assign(decay * self.average_weight + (1 - decay))
-        gap = tf.reduce_max(self.loss_average / self.reference_average) - 1.0
+        gap = self.gap()
         tolerance = self.quality_tolerance / 100.0
         settled = fraction >= SETTLE_FRACTION
-        self.setpoint.assign(next_setpoint(self.setpoint, gap, tolerance,
-                                           self.rate, settled))
+        moved = next_setpoint(self.setpoint, gap, tolerance, self.rate,
+                              settled)
+        self.setpoint.assign(tf.where(active, moved, self.setpoint))
         return gap
 
     def gap(self):

@@ -1,5 +1,5 @@
 """Channel pruning baselines (the paper's Table 5): which groups to prune to
-reach a parameter budget, and when.
+reach a parameter or a FLOPs budget, and when.
 
 Groups are the input-channel groups of the backbone convs that meta-sparsity
 zeroes (`groups.py`), so the slim export and the FLOP counts apply unchanged.
@@ -25,6 +25,7 @@ import dataclasses
 
 import numpy as np
 
+from ms_keras.sparsity import control as control_lib
 from ms_keras.sparsity import groups as groups_lib
 
 MAGNITUDE = "magnitude"
@@ -84,18 +85,26 @@ def meta_scores(kernels, source_masks, seed):
     return scores
 
 
-def select(groups, scores, target_percent, pruned=()):
-    """The groups to prune so that `target_percent` of the weights are zero.
+def select(groups, scores, target_percent, pruned=(), measure=None):
+    """The groups to prune so that `target_percent` of the weights are zero
+    (or, with `measure`, of what it measures).
 
     Args:
         groups: every group (`groups_of`).
         scores: `{(layer, channel): score}`, lower pruned first.
         target_percent: the parameter sparsity to reach (0-100).
         pruned: groups already pruned (kept pruned, counted in the budget).
+        measure: optional `set of pruned (layer, channel) -> percent`, a
+            measure that grows with every pruned group (the structural FLOPs
+            removed, `FlopsMeasure`); the fewest groups in score order that
+            reach the target are taken.
 
     Returns:
         The set of `(layer, channel)` pruned, a superset of `pruned`.
     """
+    if measure is not None:
+        return _select_by_measure(groups, scores, target_percent, pruned,
+                                  measure)
     total = sum(g.size for g in groups)
     budget = target_percent / 100.0 * total
     chosen = set(pruned)
@@ -113,6 +122,54 @@ def select(groups, scores, target_percent, pruned=()):
         chosen.add(key)
         count += group.size
     return chosen
+
+
+def _select_by_measure(groups, scores, target_percent, pruned, measure):
+    ranked = [(g.layer, g.channel) for g in sorted(
+        groups, key=lambda g: scores[g.layer, g.channel])
+        if (g.layer, g.channel) not in set(pruned)]
+
+    def reaches(count):
+        return measure(set(pruned) | set(ranked[:count])) >= (
+            target_percent - 1e-9)
+
+    low, high = 0, len(ranked)
+    while low < high:  # the smallest prefix that reaches the target
+        middle = (low + high) // 2
+        if reaches(middle):
+            high = middle
+        else:
+            low = middle + 1
+    return set(pruned) | set(ranked[:low])
+
+
+class FlopsMeasure:
+    """Percent of the backbone's FLOPs removed by pruned groups, in the
+    structural count `stats.SparsityMeter` reports (`flops_speedup = 1 /
+    (1 - percent / 100)`).
+
+    Args:
+        backbone: the functional backbone.
+    """
+
+    def __init__(self, backbone):
+        layers = groups_lib.conv_layers(backbone)
+        self._names = [layer.name for layer in layers]
+        self._channels = [layer.kernel.shape[2] for layer in layers]
+        self._model = control_lib.FlopsModel(backbone,
+                                         [layer.kernel for layer in layers])
+
+    def __call__(self, pruned):
+        alive = np.concatenate([
+            [(name, c) not in pruned for c in range(channels)]
+            for name, channels in zip(self._names, self._channels)])
+        return 100.0 * (1.0 - float(self._model.flops(alive))
+                        / self._model.dense_flops)
+
+
+def percent_for_speedup(speedup):
+    """The removed-FLOPs percent of a FLOPs speed-up."""
+    return 100.0 * (1.0 - 1.0 / speedup)
 
 
 def masks_for(backbone, pruned):

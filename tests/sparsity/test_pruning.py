@@ -8,6 +8,7 @@ from ms_keras import tasks
 from ms_keras.models import build_backbone
 from ms_keras.models import build_multitask_model
 from ms_keras.sparsity import callbacks
+from ms_keras.sparsity import groups as groups_lib
 from ms_keras.sparsity import proximal
 from ms_keras.sparsity import pruning
 from ms_keras.trainers.multitask import MultiTaskTrainer
@@ -175,3 +176,28 @@ def test_pruned_groups_never_revive_under_adam():
     for name, kernel in kernels_of(trainer.network.backbone).items():
         assert np.all(kernel[~masks[name]] == 0), name
     assert abs(pruning.parameter_percent(masks) - 40.0) <= 0.5
+
+
+def test_flops_measure_counts_what_the_sparsity_meter_counts():
+    from ms_keras.models.backbone import build_backbone
+    from ms_keras.sparsity.stats import SparsityMeter
+    backbone = build_backbone("resnet_tiny", (32, 32))
+    groups = pruning.groups_of(backbone)
+    rng = np.random.default_rng(0)
+    pruned = {(g.layer, g.channel) for g in groups if rng.random() < 0.4}
+    masks = pruning.masks_for(backbone, pruned)
+    for layer in groups_lib.conv_layers(backbone):
+        layer.kernel.assign(layer.kernel * masks[layer.name].astype(
+            np.float32))
+    measured = SparsityMeter(backbone).measure()
+    percent = pruning.FlopsMeasure(backbone)(pruned)
+    assert percent == pytest.approx(100 * (1 - 1 / measured["flops_speedup"]))
+    # Selecting by the measure takes the fewest groups in score order.
+    scores = pruning.random_scores(groups, seed=1)
+    target = pruning.percent_for_speedup(1.4)
+    chosen = pruning.select(groups, scores, target,
+                            measure=pruning.FlopsMeasure(backbone))
+    measure = pruning.FlopsMeasure(backbone)
+    assert measure(chosen) >= target
+    ranked = sorted(chosen, key=lambda key: scores[key])
+    assert measure(set(ranked[:-1])) < target

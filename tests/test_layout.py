@@ -17,7 +17,8 @@ LAYERS = (
     ("trainers", ("trainers",)),
     ("meta/sparsity", ("meta", "sparsity")),
     ("models/objectives/data", ("models", "losses", "metrics", "data")),
-    ("tasks", ("tasks", "run_dir", "runtime", "quiet_tf", "__init__")),
+    ("tasks", ("tasks", "run_dir", "runtime", "quiet_tf", "keras_compat",
+               "__init__")),
 )
 RANK = {name: rank for rank, (_, names) in enumerate(LAYERS)
         for name in names}

@@ -11,6 +11,7 @@ import dataclasses
 
 import keras
 
+from ms_keras import keras_compat
 from ms_keras.models.layers import ExactBatchNormalization
 
 _BATCH_NORMS = (ExactBatchNormalization, keras.layers.BatchNormalization)
@@ -45,7 +46,7 @@ def conv_layers(backbone):
 
 
 def _followed_by_batch_norm(layer):
-    readers = [node.operation for node in layer._outbound_nodes]  # noqa: SLF001
+    readers = keras_compat.outbound_layers(layer)
     return bool(readers) and all(
         isinstance(reader, _BATCH_NORMS) for reader in readers)
 

@@ -41,6 +41,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ms_keras import keras_compat
 from ms_keras.sparsity import groups as groups_lib
 from ms_keras.sparsity import prox as prox_lib
 
@@ -53,25 +54,9 @@ _IN_ADAM_METRIC = (ADAM_METRIC, ADAM_METRIC_RESET)
 _RESETS = (RESET_MOMENTS, ADAM_METRIC_RESET)
 
 
-def _slots(optimizer, variable):
-    """The optimizer's per-variable state tensors (momenta, velocities).
-
-    Keras keeps them in lists indexed like the variables it was built on;
-    there is no public accessor (as of Keras 3.15).
-    """
-    index = optimizer._get_variable_index(variable)  # noqa: SLF001
-    slots = []
-    for name in ("_momentums", "_velocities", "_velocity_hats"):
-        state = getattr(optimizer, name, None)
-        if state:
-            slots.append(state[index])
-    return slots
-
-
 def _adam_scale(optimizer, kernel, kind):
     """Per-group (or per-weight) `alpha_t / d` of Adam's diagonal metric."""
-    index = optimizer._get_variable_index(kernel)  # noqa: SLF001
-    velocity = optimizer._velocities[index]  # noqa: SLF001
+    velocity = keras_compat.adam_velocity(optimizer, kernel)
     step = tf.cast(optimizer.iterations, kernel.dtype)
     # as_dtype: a Python float through tf.cast would pass through float32.
     beta_1 = prox_lib.as_dtype(optimizer.beta_1, kernel.dtype)
@@ -150,7 +135,7 @@ class OuterProx:
                 value = prox_lib.rescale_to_norm(value, tf.norm(kernel))
             kernel.assign(value)
             if self.step in _RESETS:
-                for slot in _slots(optimizer, kernel):
+                for slot in keras_compat.optimizer_slots(optimizer, kernel):
                     slot.assign(slot * tf.cast(alive, slot.dtype))
             means.append(tf.reduce_mean(tf.cast(threshold, tf.float32)))
         return tf.reduce_mean(tf.stack(means))
@@ -235,5 +220,5 @@ class KernelMasks(keras.layers.Layer):
         for kernel, mask in zip(self._convs.kernels, self.mask_variables):
             kernel.assign(kernel * tf.cast(mask, kernel.dtype))
             if optimizer is not None and optimizer.built:
-                for slot in _slots(optimizer, kernel):
+                for slot in keras_compat.optimizer_slots(optimizer, kernel):
                     slot.assign(slot * tf.cast(mask, slot.dtype))

@@ -16,6 +16,7 @@ import dataclasses
 import keras
 import numpy as np
 
+from ms_keras import keras_compat
 from ms_keras.models.layers import ExactBatchNormalization
 
 # Layers that act on each channel independently and keep the channel count.
@@ -77,11 +78,6 @@ class BackboneStructure:
         return alive
 
 
-def _parents(layer):
-    node = layer._inbound_nodes[0]
-    return [t._keras_history.operation for t in node.input_tensors]
-
-
 class _Spaces:
     """Union-find over space ids (an Add merges the spaces it adds)."""
 
@@ -124,7 +120,7 @@ def analyse(backbone):
             raw_space[layer.name] = spaces.new()
             channels[raw_space[layer.name]] = layer.output.shape[-1]
             continue
-        parents = _parents(layer)
+        parents = keras_compat.inbound_layers(layer)
         inputs = [raw_space[p.name] for p in parents]
         if isinstance(layer, keras.layers.Conv2D):
             if layer.groups != 1:
@@ -149,7 +145,7 @@ def analyse(backbone):
                 "channel semantics; the sparsity structure supports Conv2D, "
                 "channel-wise layers and Add.")
         raw_space[layer.name] = out
-    pinned.append(raw_space[backbone.output._keras_history.operation.name])
+    pinned.append(raw_space[keras_compat.producer(backbone.output).name])
     # Resolve merged spaces to their representatives.
     layer_space = {name: spaces.find(s) for name, s in raw_space.items()}
     space_channels = {}

@@ -28,6 +28,7 @@ from ms_keras.sparsity import pruning as pruning_lib
 from ms_keras.sparsity.stats import SparsityMeter
 from ms_keras.trainers.checkpoint import AtomicBestCheckpoint
 from ms_keras.trainers.checkpoint import DeltaMLogger
+from ms_keras.trainers import backup
 from ms_keras.trainers import safety
 from ms_keras.trainers.checkpoint import TrainingTimer
 
@@ -86,13 +87,12 @@ def sparsity_constraint(config, trainer):
         task_names=config.tasks)
 
 
-def _callbacks(config, trainer):
+def _callbacks(config, trainer, initial_epoch=0):
     model_dir = config.model_dir
     monitor, mode = monitored(config.training)
     callbacks = [
         safety.NonFiniteGuard(config.tasks),
-        safety.AtomicBackupAndRestore(
-            run_dir.path(model_dir, run_dir.BACKUP_DIR)),
+        backup.EpochBackup(run_dir.path(model_dir, run_dir.BACKUP_DIR)),
         TrainingTimer(run_dir.path(model_dir, run_dir.TIME_RECORD))]
     if config.pruning:
         callbacks.append(build.pruning_schedule(config, trainer.network.backbone,
@@ -109,9 +109,11 @@ def _callbacks(config, trainer):
         callbacks.append(sparsity_constraint(config, trainer))
     callbacks.append(AtomicBestCheckpoint(
         run_dir.path(model_dir, run_dir.BEST_WEIGHTS), *selection(config)))
-    # Last, so that it records what the callbacks above add to the logs.
+    # Last, so that they record what the callbacks above add to the logs.
     callbacks.append(keras.callbacks.TensorBoard(log_dir=model_dir,
                                                  write_graph=False))
+    callbacks.append(backup.EpochHistory(
+        run_dir.path(model_dir, run_dir.HISTORY_RECORD), initial_epoch))
     if config.training.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=monitor, mode=mode,
@@ -410,7 +412,7 @@ def prepare(config, strategy=None, overwrite=False):
     Under a multi-worker strategy only the chief claims the directory.
 
     Returns:
-        The epochs a resumed run already completed (0 for a new run).
+        The `trainers.backup.Resume` of the run (epoch 0 for a new run).
 
     Raises:
         ValueError: for unusable data files, a global batch that does not
@@ -421,8 +423,8 @@ def prepare(config, strategy=None, overwrite=False):
     check_replicas(config, strategy.num_replicas_in_sync)
     identity = config.identity()
     chief = runtime.is_chief(strategy)
-    if chief:
-        run_dir.check(config.model_dir, identity, _identity_of, overwrite)
+    resuming = chief and run_dir.check(config.model_dir, identity,
+                                       _identity_of, overwrite)
     if config.training.monitor == "delta_m":
         try:
             DeltaMLogger(reference_validation(
@@ -452,13 +454,15 @@ def prepare(config, strategy=None, overwrite=False):
     # is written into model_dir.
     data_lib.builder(config.data)
     if not chief:
-        return 0
-    resuming = run_dir.claim(config.model_dir, config_lib.to_dict(config),
-                             identity, _identity_of, overwrite=overwrite)
-    if not resuming:
-        return 0
-    return safety.resumed_epoch(run_dir.path(config.model_dir,
-                                             run_dir.BACKUP_DIR))
+        return backup.Resume(0, None, [])
+    resume = backup.Resume(0, None, [])
+    if resuming:
+        # Unreadable backups are reported before anything is written.
+        resume = backup.find_resume(run_dir.path(config.model_dir,
+                                                 run_dir.BACKUP_DIR))
+    run_dir.claim(config.model_dir, config_lib.to_dict(config), identity,
+                  _identity_of, overwrite=overwrite)
+    return resume
 
 
 def start(config, overwrite=False):
@@ -466,7 +470,7 @@ def start(config, overwrite=False):
     then `prepare`s the run.
 
     Returns:
-        `(strategy, epochs a resumed run already completed)`.
+        `(strategy, trainers.backup.Resume)`.
 
     Raises:
         ValueError: for anything that stops the run before it starts.
@@ -523,25 +527,29 @@ def _train_and_record(config, strategy, chief):
     with strategy.scope():
         trainer = build.build_trainer(config)
     steps = build.steps_per_epoch(config)
-    done = safety.resumed_epoch(run_dir.path(config.model_dir,
+    resume = backup.find_resume(run_dir.path(config.model_dir,
                                              run_dir.BACKUP_DIR))
+    backup.restore(trainer, resume)
+    done = resume.epoch
+    # The data and episode streams continue where the backup left them.
     train = build.training_batches(config).skip(done * steps)
     validation = data_lib.load(config.data, config.task_specs, "validation",
                                config.training.batch_size, training=False)
-    history = trainer.fit(
+    trainer.fit(
         train, epochs=config.training.epochs, steps_per_epoch=steps,
-        validation_data=validation,
+        initial_epoch=done, validation_data=validation,
         validation_steps=config.training.validation_steps or None,
-        callbacks=_callbacks(config, trainer),
+        callbacks=_callbacks(config, trainer, done),
         verbose=config.training.verbose, shuffle=False)
     steps_trained = int(keras.ops.convert_to_numpy(
         trainer.optimizer.iterations))
     load_best_weights(trainer, config)
     metrics = final_metrics(trainer, config)
+    epochs = backup.read_history(run_dir.path(config.model_dir,
+                                              run_dir.HISTORY_RECORD))
     metrics["steps"] = steps_trained
-    metrics["epochs_trained"] = len(history.epoch)
-    metrics["history"] = {k: [float(v) for v in values]
-                          for k, values in history.history.items()}
+    metrics["epochs_trained"] = len(epochs)
+    metrics["history"] = backup.as_columns(epochs)
     if chief:
         model_dir = config.model_dir
         run_dir.atomic_write(run_dir.path(model_dir, run_dir.MODEL_FILE),

@@ -2,6 +2,7 @@
 its summary; bad input and a non-finite loss end in one line."""
 
 import json
+import sys
 
 from ms_keras import experiment
 from ms_keras import flags as ms_flags
@@ -18,12 +19,14 @@ def train_and_report(make_config, overwrite):
     """
     try:
         config = make_config()
-        strategy, resumed = experiment.start(config, overwrite)
+        strategy, resume = experiment.start(config, overwrite)
     except ValueError as e:
         ms_flags.fail(e)
     print(f"Run directory: {config.model_dir}", flush=True)
-    if resumed:
-        print(f"resumed from epoch {resumed}", flush=True)
+    for note in resume.skipped:
+        print(f"warning: {note}", file=sys.stderr, flush=True)
+    if resume.epoch:
+        print(f"resumed from epoch {resume.epoch}", flush=True)
     try:
         metrics = experiment.run(config, strategy)
     except safety.NonFiniteError as e:

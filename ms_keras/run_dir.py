@@ -19,6 +19,7 @@ COST_FILE = "cost.json"  # training time, tuned values (not deterministic)
 BEST_WEIGHTS = "checkpoints/best.weights.h5"
 BEST_RECORD = "checkpoints/best.weights.json"  # monitor, value, epoch
 TIME_RECORD = "checkpoints/time.json"  # training seconds, over resumes
+HISTORY_RECORD = "checkpoints/history.json"  # every epoch's logs
 MODEL_FILE = "model.keras"
 MASK_FILE = "sparsity_mask.npz"
 BACKUP_DIR = "backup"

@@ -13,6 +13,7 @@ from absl.testing import flagsaver
 from ms_keras import evaluate
 from ms_keras import experiment
 from ms_keras import finetune
+from ms_keras.trainers import backup
 from tests.helpers import META_FLAGS
 from tests.helpers import assert_flag_error
 from tests.helpers import read
@@ -84,23 +85,77 @@ class _StopAfterEpochs(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
+def interrupt_after(monkeypatch, epochs):
+    """Makes the next training run stop like a crash after `epochs`."""
+    original = experiment._callbacks
+    monkeypatch.setattr(
+        experiment, "_callbacks", lambda config, trainer, done=0: [
+            *original(config, trainer, done), _StopAfterEpochs(epochs)])
+    return lambda: monkeypatch.setattr(experiment, "_callbacks", original)
+
+
+RESUMED = dict(tasks=["2"], epochs=4, early_stopping_patience=0)
+
+
 def test_interrupted_run_resumes_where_it_stopped(tfds_dir, tmp_path,
                                                   monkeypatch):
+    whole = str(tmp_path / "whole")
+    run_train(tfds_dir, whole, **RESUMED)
     model_dir = str(tmp_path / "run")
-    original = experiment._callbacks
-    monkeypatch.setattr(experiment, "_callbacks", lambda config, trainer: [
-        *original(config, trainer), _StopAfterEpochs(2)])
+    restore = interrupt_after(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
-        run_train(tfds_dir, model_dir, tasks=["2"], epochs=4,
-                  early_stopping_patience=0)
+        run_train(tfds_dir, model_dir, **RESUMED)
     assert not os.path.exists(os.path.join(model_dir, "metrics.json"))
-    monkeypatch.setattr(experiment, "_callbacks", original)
-    run_train(tfds_dir, model_dir, tasks=["2"], epochs=4,
-              early_stopping_patience=0)
-    metrics = read(model_dir, "metrics.json")
-    # Only the two epochs that were missing ran in the resumed process.
-    assert metrics["epochs_trained"] == 2
-    assert len(metrics["history"]["loss"]) == 2
+    restore()
+    run_train(tfds_dir, model_dir, **RESUMED)
+    metrics, uninterrupted = (read(model_dir, "metrics.json"),
+                              read(whole, "metrics.json"))
+    # The record covers the whole run, and it is the uninterrupted run's:
+    # the weights, optimizer state and data position were all restored.
+    assert metrics["epochs_trained"] == 4
+    assert metrics["steps"] == uninterrupted["steps"]
+    for key in ("loss", "depth_loss", "val_loss", "val_depth_mae"):
+        np.testing.assert_allclose(metrics["history"][key],
+                                   uninterrupted["history"][key], rtol=1e-4)
+    assert metrics["fingerprint"] == uninterrupted["fingerprint"]
+
+
+def test_a_damaged_backup_is_passed_over_for_the_one_before(
+        tfds_dir, tmp_path, monkeypatch, capsys):
+    model_dir = tmp_path / "run"
+    restore = interrupt_after(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(tfds_dir, str(model_dir), **RESUMED)
+    restore()
+    backups = model_dir / "backup"
+    assert backup.backup_epochs(str(backups)) == [3, 2]
+    best = (model_dir / "checkpoints" / "best.weights.h5").read_bytes()
+    latest = backups / "epoch_0003.weights.h5"
+    latest.write_bytes(latest.read_bytes()[:1000])  # a copy cut short
+    capsys.readouterr()
+    run_train(tfds_dir, str(model_dir), **RESUMED)
+    out = capsys.readouterr()
+    warnings = [line for line in out.err.splitlines() if line.strip()]
+    assert len(warnings) == 1 and "the backup of epoch 3" in warnings[0]
+    assert "cannot be read" in warnings[0]
+    assert "resumed from epoch 2" in out.out
+    assert read(str(model_dir), "metrics.json")["epochs_trained"] == 4
+    # Both generations damaged: one line, how to start over, nothing lost.
+    second = tmp_path / "second"
+    restore = interrupt_after(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        run_train(tfds_dir, str(second), **RESUMED)
+    restore()
+    for path in (second / "backup").glob("*.weights.h5"):
+        path.write_bytes(path.read_bytes()[:1000])
+    best = (second / "checkpoints" / "best.weights.h5").read_bytes()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_train(tfds_dir, str(second), **RESUMED)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 1 and len(err) == 1, err
+    assert "can be read" in err[0] and "--overwrite" in err[0]
+    assert (second / "checkpoints" / "best.weights.h5").read_bytes() == best
 
 
 def test_overwrite_removes_the_old_results_first(tfds_dir, tmp_path):

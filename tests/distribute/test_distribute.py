@@ -18,8 +18,11 @@ from absl.testing import flagsaver
 from tensorboard.backend.event_processing import event_accumulator
 
 from ms_keras import data as data_lib
+from ms_keras.trainers import backup
+from ms_keras.trainers.meta_sparsity import MetaSparsityTrainer
 from ms_keras.trainers.multitask import MultiTaskTrainer
 from tests.conftest import TINY_EXAMPLES
+from tests.helpers import META_FLAGS
 from tests.helpers import read
 from tests.helpers import run_train
 
@@ -128,23 +131,24 @@ def test_a_sigkilled_run_resumes_from_its_last_epoch(tfds_dir, tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "ms_keras.train", *argv], cwd=REPO,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    metadata = model_dir / "backup" / "training_metadata.json"
     deadline = time.time() + TIMEOUT
-    while not (metadata.exists() and json.loads(metadata.read_text())[
-            "epoch"] >= 2):
+    while not backup.backup_epochs(str(model_dir / "backup")) or (
+            backup.backup_epochs(str(model_dir / "backup"))[0] < 2):
         assert process.poll() is None and time.time() < deadline
         time.sleep(0.05)
     time.sleep(0.2)  # into the third epoch (first-order steps are quick)
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
-    kept = json.loads(metadata.read_text())["epoch"]
+    kept = backup.backup_epochs(str(model_dir / "backup"))[0]
     assert kept >= 2 and not (model_dir / "metrics.json").exists()
     result = train(argv)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"resumed from epoch {kept}" in result.stdout
     metrics = read(str(model_dir), "metrics.json")
     assert metrics["steps"] == 8 * 6
-    assert metrics["epochs_trained"] == 8 - kept
+    # The record covers the whole run, before and after the kill.
+    assert metrics["epochs_trained"] == 8
+    assert len(metrics["history"]["loss"]) == 8
     # lambda's trajectory carries on from the backup: one value per step,
     # every step present, no jump where the run restarted.
     steps, values = {}, []
@@ -213,11 +217,36 @@ def test_a_nan_stops_training_in_one_line_keeping_the_checkpoints(
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 1
     assert len(err) == 1 and "step 4: the depth loss is nan" in err[0], err
-    metadata = json.loads((model_dir / "backup" / "training_metadata.json")
-                          .read_text())
-    assert metadata["epoch"] == 1  # the last good epoch, not the NaN one
+    # The last good epoch's backup, not the NaN one's.
+    assert backup.backup_epochs(str(model_dir / "backup")) == [1]
     best = read(str(model_dir), "checkpoints/best.weights.json")
     assert best["epoch"] == 1
+    assert not (model_dir / "metrics.json").exists()
+
+
+def test_a_nan_in_a_meta_step_stops_training_the_same_way(
+        tfds_dir, tmp_path, monkeypatch, capsys):
+    original = MetaSparsityTrainer._episode_loss
+
+    def poisoned(self, weights, statistics, images, targets, episode):
+        total, losses = original(self, weights, statistics, images, targets,
+                                 episode)
+        late = self.optimizer.iterations >= 3
+        nan = tf.constant(float("nan"), losses.dtype)
+        losses = tf.stack([losses[0], tf.where(late, nan, losses[1])])
+        return tf.where(late, nan, total), losses
+
+    monkeypatch.setattr(MetaSparsityTrainer, "_episode_loss", poisoned)
+    model_dir = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        run_train(tfds_dir, str(model_dir), **{
+            **META_FLAGS, "epochs": 3, "steps_per_epoch": 2,
+            "early_stopping_patience": 0, "first_order": True})
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 1
+    assert len(err) == 1 and "step 4: the depth loss is nan" in err[0], err
+    assert backup.backup_epochs(str(model_dir / "backup")) == [1]
+    assert read(str(model_dir), "checkpoints/best.weights.json")["epoch"] == 1
     assert not (model_dir / "metrics.json").exists()
 
 

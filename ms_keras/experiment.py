@@ -55,21 +55,23 @@ def reference_validation(path):
 
 
 def selection(config):
-    """`(monitor, mode, eligible)` of the best checkpoint.
+    """`(monitor, mode, eligible, fallback)` of the best checkpoint.
 
-    A tolerance-mode run keeps its sparsest epoch that meets the tolerance;
-    a budget run the best `--monitor` value among epochs on the budget; a
-    pruning run the best among epochs with its budget in force.
+    A tolerance-mode run keeps its sparsest epoch that meets the tolerance
+    (or, if none does, the one closest to it); a budget run the best
+    `--monitor` value among epochs on the budget; a pruning run the best
+    among epochs with its budget in force.
     """
     monitor, mode = monitored(config.training)
     control = config.sparsity_control
     if control == control_lib.TOLERANCE:
-        return "sparsity_parameter", "max", "constraint_holds"
+        return ("sparsity_parameter", "max", "constraint_holds",
+                ("val_quality_gap", "min"))
     if control == control_lib.BUDGET:
-        return monitor, mode, "constraint_holds"
+        return monitor, mode, "constraint_holds", None
     if config.pruning:
-        return monitor, mode, "pruning_target_reached"
-    return monitor, mode, None
+        return monitor, mode, "pruning_target_reached", None
+    return monitor, mode, None, None
 
 
 def sparsity_constraint(config, trainer):

@@ -45,13 +45,16 @@ RAMP_FRACTION = 0.5
 # this share of the tolerance, holds it up to the tolerance, and lowers it
 # beyond: the band keeps the noise of the validation estimate from moving it.
 TOLERANCE_AIM = 0.5
-# Raising may cross the whole range in this fraction of training; lowering
-# is this many times slower, since a network needs many steps to put revived
-# groups back to use (lowering as fast as the gap asks would overshoot).
-FULL_SWING_FRACTION = 0.5
-LOWERING_SLOWDOWN = 4.0
-# After this fraction of training the setpoint only falls (when the gap is
-# beyond the tolerance), so the last epochs train at a settled sparsity.
+# Raising may cross the whole range over this fraction of training: the
+# sparsity a network sustains falls as the dense reference keeps improving,
+# and a setpoint that rises faster than that only overshoots. Lowering is
+# this many times slower, since a network needs many steps to put revived
+# groups back to use (lowering as fast as the gap asks would overshoot too).
+FULL_SWING_FRACTION = 1.0
+LOWERING_SLOWDOWN = 2.0
+# After this fraction of training the setpoint no longer rises and falls as
+# soon as the gap passes the aim, so that the last epochs train at a settled
+# sparsity with the band's margin below the tolerance.
 SETTLE_FRACTION = 0.75
 MAX_SETPOINT_PERCENT = 99.0
 # A landed budget: within this many points of parameter sparsity, or this
@@ -314,22 +317,22 @@ def next_setpoint(setpoint, gap, tolerance, rate, settled=False):
     quality gap is zero, by less as the gap approaches the aim
     (`TOLERANCE_AIM * tolerance`), holds between the aim and the tolerance,
     and beyond the tolerance falls by up to `rate / LOWERING_SLOWDOWN`
-    (reached at twice the tolerance).
+    (reached at twice the tolerance). Once `settled` it no longer rises and
+    falls from the aim on (reaching that rate one aim further).
 
     Args:
         setpoint: parameter sparsity setpoint (percent).
         gap: `quality_gap` of the current model (a fraction).
         tolerance: the allowed gap (a fraction, > 0).
         rate: the largest rise per step (percent points).
-        settled: no more rising (the last part of training).
+        settled: the last part of training (a bool or a bool tensor).
     """
     aim = TOLERANCE_AIM * tolerance
-    rise = tf.clip_by_value((aim - gap) / aim, 0.0, 1.0)
-    if settled is True:
-        rise = tf.zeros_like(rise)
-    elif settled is not False:
-        rise = tf.where(settled, tf.zeros_like(rise), rise)
-    fall = tf.clip_by_value((gap - tolerance) / tolerance, 0.0, 1.0)
+    settled = tf.convert_to_tensor(settled)
+    rise = tf.where(settled, 0.0,
+                    tf.clip_by_value((aim - gap) / aim, 0.0, 1.0))
+    edge = tf.where(settled, aim, tolerance)
+    fall = tf.clip_by_value((gap - edge) / edge, 0.0, 1.0)
     change = rate * rise - rate / LOWERING_SLOWDOWN * fall
     return tf.clip_by_value(setpoint + change, 0.0, MAX_SETPOINT_PERCENT)
 

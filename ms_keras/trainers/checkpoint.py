@@ -35,10 +35,13 @@ class AtomicBestCheckpoint(keras.callbacks.Callback):
             its constraint). Until then the best epoch is kept anyway, so a
             run that never meets it still ends with a checkpoint, recorded
             with `"eligible": false`.
+        fallback: optional `(monitor, mode)` that ranks the epochs before
+            any is eligible (the one closest to meeting a constraint),
+            instead of `monitor`.
     """
 
     def __init__(self, filepath, monitor="val_loss", mode="min",
-                 eligible=None):
+                 eligible=None, fallback=None):
         super().__init__()
         if not filepath.endswith(".weights.h5"):
             raise ValueError(
@@ -47,19 +50,32 @@ class AtomicBestCheckpoint(keras.callbacks.Callback):
         if mode not in ("min", "max"):
             raise ValueError(
                 f"`mode` must be 'min' or 'max'. Received: mode={mode}")
+        if fallback is not None and fallback[1] not in ("min", "max"):
+            raise ValueError(
+                "`fallback` must be (monitor, 'min' or 'max'). Received: "
+                f"fallback={fallback}")
         self.filepath = filepath
         self.monitor = monitor
         self.mode = mode
         self.eligible = eligible
-        self.best = self._worst()
+        self.fallback = fallback or (monitor, mode)
+        # Before any epoch, nothing eligible is kept: rank by the fallback.
+        self.best = self._worst(eligible=False)
         self.best_eligible = False
         self._record = os.path.splitext(filepath)[0] + ".json"
 
-    def _worst(self):
-        return np.inf if self.mode == "min" else -np.inf
+    def _ranking(self, eligible):
+        if eligible or not self.eligible:
+            return self.monitor, self.mode
+        return self.fallback
 
-    def _better(self, value):
-        return value < self.best if self.mode == "min" else value > self.best
+    def _worst(self, eligible=True):
+        return np.inf if self._ranking(eligible)[1] == "min" else -np.inf
+
+    def _better(self, value, eligible=True):
+        if self._ranking(eligible)[1] == "min":
+            return value < self.best
+        return value > self.best
 
     def on_train_begin(self, logs=None):
         # A resumed run must not replace its best checkpoint with a worse one.
@@ -70,23 +86,24 @@ class AtomicBestCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        value = logs.get(self.monitor)
+        eligible = not self.eligible or bool(logs.get(self.eligible, 0.0))
+        monitor, mode = self._ranking(eligible)
+        value = logs.get(monitor)
         if value is None:
             raise ValueError(
-                f"AtomicBestCheckpoint monitors '{self.monitor}', which the "
+                f"AtomicBestCheckpoint monitors '{monitor}', which the "
                 f"logs do not contain (have: {sorted(logs)}).")
-        eligible = not self.eligible or bool(logs.get(self.eligible, 0.0))
         if self.best_eligible and not eligible:
             return
         if eligible and not self.best_eligible:
             self.best = self._worst()
-        if self._better(value):
+        if self._better(value, eligible):
             self.best = float(value)
             self.best_eligible = eligible
             run_dir.atomic_write(self.filepath, self.model.save_weights)
             run_dir.write_json(self._record, {"best": self.best,
-                                              "monitor": self.monitor,
-                                              "mode": self.mode,
+                                              "monitor": monitor,
+                                              "mode": mode,
                                               "eligible": eligible,
                                               "epoch": epoch + 1})
 

@@ -136,8 +136,10 @@ def test_setpoint_rises_with_slack_holds_in_the_band_and_falls_beyond():
     slow = rate / control.LOWERING_SLOWDOWN
     assert step(1.5 * tolerance) == pytest.approx(10.0 - slow / 2)
     assert step(3.0 * tolerance) == pytest.approx(10.0 - slow)
-    # Settled: no more rising, still falling when violated.
+    # Settled: no more rising, and falling once past the aim.
     assert step(0.0, settled=True) == pytest.approx(10.0)
+    assert step(aim, settled=True) == pytest.approx(10.0)
+    assert step(1.5 * aim, settled=True) == pytest.approx(10.0 - slow / 2)
     assert step(3.0 * tolerance, settled=True) == pytest.approx(10.0 - slow)
     assert float(control.next_setpoint(0.1, 1.0, tolerance, rate)) == 0.0
     assert float(control.next_setpoint(98.9, -1.0, tolerance, rate)) == (

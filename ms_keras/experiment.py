@@ -15,6 +15,7 @@ import tensorflow as tf
 from absl import logging
 
 from ms_keras import build
+from ms_keras import console
 from ms_keras import config as config_lib
 from ms_keras import data as data_lib
 from ms_keras import metrics as metrics_lib
@@ -116,6 +117,10 @@ def _callbacks(config, trainer, initial_epoch=0):
                                                  write_graph=False))
     callbacks.append(backup.EpochHistory(
         run_dir.path(model_dir, run_dir.HISTORY_RECORD), initial_epoch))
+    if config.training.verbose == 2:
+        callbacks.append(console.EpochLines(
+            config.task_specs, config.training.epochs,
+            "reference " if is_reference(config) else ""))
     if config.training.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=monitor, mode=mode,
@@ -509,6 +514,12 @@ def run(config, strategy=None):
             shutil.rmtree(config.model_dir, ignore_errors=True)
 
 
+def is_reference(config):
+    """Whether `config` is a tolerance-mode run's own dense reference."""
+    return (config.meta is None and os.path.basename(os.path.normpath(
+        config.model_dir)) == run_dir.REFERENCE_DIR)
+
+
 def train_reference(config, strategy):
     """Trains a tolerance-mode run's dense reference into
     `<model_dir>/reference` (same data, model, seed and optimizer steps),
@@ -542,7 +553,8 @@ def _train_and_record(config, strategy, chief):
         initial_epoch=done, validation_data=validation,
         validation_steps=config.training.validation_steps or None,
         callbacks=_callbacks(config, trainer, done),
-        verbose=config.training.verbose, shuffle=False)
+        # --verbose=2 prints `console.EpochLines` instead of Keras' line.
+        verbose=1 if config.training.verbose == 1 else 0, shuffle=False)
     steps_trained = int(keras.ops.convert_to_numpy(
         trainer.optimizer.iterations))
     load_best_weights(trainer, config)

@@ -1,9 +1,9 @@
 """What the training binaries share: start or resume a run, train it, print
 its summary; bad input and a non-finite loss end in one line."""
 
-import json
 import sys
 
+from ms_keras import console
 from ms_keras import experiment
 from ms_keras import flags as ms_flags
 from ms_keras.trainers import safety
@@ -31,5 +31,4 @@ def train_and_report(make_config, overwrite):
         metrics = experiment.run(config, strategy)
     except safety.NonFiniteError as e:
         ms_flags.fail(e)
-    print(json.dumps({key: metrics[key] for key in (
-        "test", "lambda", "steps", "fingerprint")}, indent=2))
+    print(console.summary(metrics, config), flush=True)

@@ -13,7 +13,7 @@ PACKAGE = os.path.join(os.path.dirname(os.path.dirname(
 LAYERS = (
     ("binaries", ("train", "evaluate", "finetune", "export", "flags",
                   "launch")),
-    ("experiment", ("experiment", "build", "config", "serving")),
+    ("experiment", ("experiment", "build", "config", "serving", "console")),
     ("trainers", ("trainers",)),
     ("meta/sparsity", ("meta", "sparsity")),
     ("models/objectives/data", ("models", "losses", "metrics", "data")),

@@ -272,7 +272,9 @@ def test_meta_sparsity_run_learns_lambda_and_sparsifies(tfds_dir, tmp_path):
     model_dir = str(tmp_path / "meta")
     run_train(tfds_dir, model_dir, **META_FLAGS)
     metrics = read(model_dir, "metrics.json")
-    assert metrics["lambda"] != pytest.approx(20.0)
+    # Lambda followed its meta-gradient from --lambda_init: down, since the
+    # explicit term R (> 0) dominates it (README, sparsity control).
+    assert metrics["lambda"] < META_FLAGS["lambda_init"] * 0.999
     sparsity = metrics["sparsity"]
     assert sparsity["parameter_percent"] > 0
     assert sparsity["compression_ratio"] > 1 and sparsity["flops_speedup"] > 1

@@ -24,7 +24,7 @@ from ms_keras import runtime
 from ms_keras import tasks as tasks_lib
 from ms_keras.sparsity import callbacks as sparsity_callbacks
 from ms_keras.sparsity import control as control_lib
-from ms_keras.sparsity import groups as sparsity_groups
+from ms_keras.sparsity import structure as sparsity_structure
 from ms_keras.sparsity import pruning as pruning_lib
 from ms_keras.sparsity.stats import SparsityMeter
 from ms_keras.trainers.checkpoint import AtomicBestCheckpoint
@@ -405,8 +405,7 @@ def check_control(config):
 def check_flops_target(config, speedup):
     """Raises ValueError for a FLOPs speed-up the backbone cannot reach."""
     backbone = build.build_network(config).backbone
-    kernels = [k.variable for k in sparsity_groups.penalised_kernels(backbone)]
-    most = control_lib.FlopsModel(backbone, kernels).max_speedup()
+    most = sparsity_structure.FlopsModel(backbone).max_speedup()
     if speedup >= most:
         raise ValueError(
             f"--target_flops_speedup={speedup}: this backbone reaches at most "

@@ -14,6 +14,7 @@ import tensorflow as tf
 from ms_keras.sparsity import control as control_lib
 from ms_keras.sparsity import groups as groups_lib
 from ms_keras.sparsity import pruning as pruning_lib
+from ms_keras.sparsity import structure as structure_lib
 from ms_keras.sparsity.stats import SparsityMeter
 
 
@@ -162,8 +163,7 @@ class PruningSchedule(keras.callbacks.Callback):
         wanted = self.target(int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)))
         if wanted <= self._in_force + 1e-9:
             return
-        kernels = {layer.name: np.asarray(layer.kernel)
-                   for layer in groups_lib.conv_layers(self.backbone)}
+        kernels = structure_lib.group_kernels(self.backbone)
         current = self.masks.masks()
         chosen = pruning_lib.select(self._groups, self.scores(kernels),
                                     wanted,

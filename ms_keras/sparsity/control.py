@@ -114,8 +114,14 @@ class GroupRanking:
                 sizes.append(np.ones(int(np.prod(kernel.shape))))
         self.sizes = np.concatenate(sizes).astype(np.float64)
         self.total = float(self.sizes.sum())
-        self.structure = (FlopsModel(backbone, prox.kernels)
-                          if self.kind == groups_lib.CHANNEL else None)
+        self.structure = None
+        if self.kind == groups_lib.CHANNEL:
+            self.structure = structure_lib.FlopsModel(backbone)
+            if self.structure.group_count != len(self.sizes):
+                raise ValueError(
+                    "A FLOPs budget needs every backbone conv trainable: "
+                    f"{len(self.sizes)} of {self.structure.group_count} "
+                    "groups are.")
 
     def death_lambdas(self, optimizer):
         """Concatenated per-group lambdas at which the prox zeroes each."""
@@ -175,72 +181,6 @@ class GroupRanking:
                              (tf.constant(0), count))
         return tf.where(k > 0, tf.gather(ranked, tf.maximum(k - 1, 0)),
                         tf.zeros((), tf.float32))
-
-
-class FlopsModel:
-    """Structural FLOPs of the backbone for a set of live groups, as tensor
-    ops: the count `stats.SparsityMeter.measure()["structural_flops"]` makes
-    of the slim structure (`structure.kept_channels`).
-
-    Args:
-        backbone: the functional backbone.
-        kernels: the penalised kernel variables, in the order their groups
-            are concatenated.
-    """
-
-    def __init__(self, backbone, kernels):
-        structure = structure_lib.analyse(backbone)
-        layers = groups_lib.conv_layers(backbone)
-        by_kernel = {id(layer.kernel): layer.name for layer in layers}
-        names = [by_kernel[id(k)] for k in kernels]
-        self.offsets = np.cumsum([0] + [k.shape[2] for k in kernels])
-        index = {name: i for i, name in enumerate(names)}
-        self.spaces = []
-        for space, channels in structure.space_channels.items():
-            readers = structure.space_readers[space]
-            pinned = space in structure.pinned_spaces or not readers
-            self.spaces.append((space, channels, pinned,
-                                [index[r] for r in readers if r in index]))
-        self.space_position = {s[0]: i for i, s in enumerate(self.spaces)}
-        self.convs = []
-        dense = 0
-        for info in structure.convs.values():
-            kh, kw = info.kernel_shape[:2]
-            pixels = info.output_hw[0] * info.output_hw[1]
-            self.convs.append((self.space_position[info.input_space],
-                               self.space_position[info.output_space],
-                               2.0 * kh * kw * pixels))
-            dense += info.dense_flops()
-        self.dense_flops = float(dense)
-
-    def kept_counts(self, alive):
-        """Channels each space keeps for the flat bool vector `alive` of
-        live groups (at least one; every channel of a pinned space)."""
-        counts = []
-        for _, channels, pinned, readers in self.spaces:
-            if pinned or not readers:
-                counts.append(tf.constant(float(channels)))
-                continue
-            used = tf.zeros((channels,), tf.bool)
-            for reader in readers:
-                used = tf.logical_or(used, alive[
-                    self.offsets[reader]:self.offsets[reader + 1]])
-            counts.append(tf.maximum(
-                tf.reduce_sum(tf.cast(used, tf.float32)), 1.0))
-        return counts
-
-    def flops(self, alive):
-        kept = self.kept_counts(alive)
-        return tf.add_n([scale * kept[source] * kept[target]
-                         for source, target, scale in self.convs])
-
-    def speedup(self, alive):
-        return self.dense_flops / self.flops(alive)
-
-    def max_speedup(self):
-        """The speed-up with every group zeroed: what no budget can pass."""
-        return float(self.speedup(tf.zeros((int(self.offsets[-1]),),
-                                           tf.bool)))
 
 
 class ReferenceCurve:

@@ -1,8 +1,9 @@
 """Which kernels are penalised and how they are grouped.
 
-Every `Conv2D` of the backbone is penalised (heads never are). For channel
-(group) sparsity, group c of a kernel in Keras' HWIO layout is the input
-channel `kernel[:, :, c, :]` (the paper's `theta(:, c, :, :)`), of size
+Every `Conv2D` of the backbone is penalised (heads never are), and the
+pointwise kernel of every `SeparableConv2D`. For channel (group) sparsity,
+group c of a kernel in Keras' HWIO layout is the input channel
+`kernel[:, :, c, :]` (the paper's `theta(:, c, :, :)`), of size
 `n_g = kh * kw * out_channels` (Eq. 12). For unstructured sparsity every
 weight is its own group.
 """
@@ -39,10 +40,31 @@ class PenalisedKernel:
     scale_invariant: bool = False
 
 
+def conv_kind(layer):
+    """`conv`, `separable`, `depthwise` or None: what kind of convolution
+    `layer` is."""
+    if isinstance(layer, keras.layers.SeparableConv2D):
+        return "separable"
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return "depthwise"
+    if isinstance(layer, keras.layers.Conv2D):
+        return "conv"
+    return None
+
+
 def conv_layers(backbone):
-    """The backbone's Conv2D layers, in the order the model builds them."""
+    """The backbone's layers with input-channel groups (Conv2D and
+    SeparableConv2D), in the order the model builds them."""
     return [layer for layer in backbone.layers
-            if isinstance(layer, keras.layers.Conv2D)]
+            if conv_kind(layer) in ("conv", "separable")]
+
+
+def group_kernel(layer):
+    """The HWIO kernel whose input channels are `layer`'s groups: a
+    Conv2D's kernel, a SeparableConv2D's pointwise kernel."""
+    if conv_kind(layer) == "separable":
+        return layer.pointwise_kernel
+    return layer.kernel
 
 
 def _followed_by_batch_norm(layer):
@@ -58,10 +80,11 @@ def penalised_kernels(backbone):
         ValueError: when the backbone has no Conv2D layer.
     """
     positions = {id(v): i for i, v in enumerate(backbone.trainable_variables)}
-    kernels = [PenalisedKernel(positions[id(layer.kernel)], layer.kernel,
+    kernels = [PenalisedKernel(positions[id(group_kernel(layer))],
+                               group_kernel(layer),
                                _followed_by_batch_norm(layer))
                for layer in conv_layers(backbone)
-               if id(layer.kernel) in positions]
+               if id(group_kernel(layer)) in positions]
     if not kernels:
         raise ValueError(
             f"Model '{backbone.name}' has no trainable Conv2D kernel to "

@@ -171,15 +171,16 @@ class KernelMasks(keras.layers.Layer):
     def __init__(self, backbone, masks=None, **kwargs):
         super().__init__(trainable=False, **kwargs)
         layers = groups_lib.conv_layers(backbone)
+        kernels = [groups_lib.group_kernel(layer) for layer in layers]
         # The convs belong to the backbone: kept out of Keras' tracking so
         # that this layer's weights are the masks alone.
         self._convs = _Untracked(names=[layer.name for layer in layers],
-                                 kernels=[layer.kernel for layer in layers])
+                                 kernels=kernels)
         self.mask_variables = [
-            self.add_weight(shape=layer.kernel.shape, initializer="ones",
+            self.add_weight(shape=kernel.shape, initializer="ones",
                             trainable=False, name=f"{layer.name}_mask",
-                            dtype=layer.kernel.dtype)
-            for layer in layers]
+                            dtype=kernel.dtype)
+            for layer, kernel in zip(layers, kernels)]
         self._masks_of = _Untracked(masks={
             id(k): m for k, m in zip(self._convs.kernels,
                                      self.mask_variables)})

@@ -25,8 +25,8 @@ import dataclasses
 
 import numpy as np
 
-from ms_keras.sparsity import control as control_lib
 from ms_keras.sparsity import groups as groups_lib
+from ms_keras.sparsity import structure as structure_lib
 
 MAGNITUDE = "magnitude"
 RANDOM = "random"
@@ -47,7 +47,7 @@ def groups_of(backbone):
     """Every input-channel group of the backbone's convs, in layer order."""
     found = []
     for layer in groups_lib.conv_layers(backbone):
-        kh, kw, cin, cout = layer.kernel.shape
+        kh, kw, cin, cout = groups_lib.group_kernel(layer).shape
         found += [Group(layer.name, c, int(kh * kw * cout))
                   for c in range(cin)]
     return found
@@ -155,9 +155,9 @@ class FlopsMeasure:
     def __init__(self, backbone):
         layers = groups_lib.conv_layers(backbone)
         self._names = [layer.name for layer in layers]
-        self._channels = [layer.kernel.shape[2] for layer in layers]
-        self._model = control_lib.FlopsModel(backbone,
-                                         [layer.kernel for layer in layers])
+        self._channels = [groups_lib.group_kernel(layer).shape[2]
+                          for layer in layers]
+        self._model = structure_lib.FlopsModel(backbone)
 
     def __call__(self, pruned):
         alive = np.concatenate([
@@ -176,7 +176,7 @@ def masks_for(backbone, pruned):
     """`{conv name: bool mask}` that zeroes the pruned groups."""
     masks = {}
     for layer in groups_lib.conv_layers(backbone):
-        mask = np.ones(layer.kernel.shape, bool)
+        mask = np.ones(groups_lib.group_kernel(layer).shape, bool)
         for name, channel in pruned:
             if name == layer.name:
                 mask[:, :, channel, :] = False

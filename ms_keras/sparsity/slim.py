@@ -12,39 +12,50 @@ import keras
 import numpy as np
 
 from ms_keras.models import MultiTaskModel
-from ms_keras.models.layers import ExactBatchNormalization
+from ms_keras.sparsity import groups as groups_lib
 from ms_keras.sparsity import structure as structure_lib
 
 
-def _slim_layer(layer, structure, kept):
+def _slim_layer(layer, outputs):
     """A fresh copy of `layer` at its slimmed width (weights set later)."""
     config = layer.get_config()
-    if isinstance(layer, keras.layers.Conv2D):
-        config["filters"] = int(kept[structure.convs[layer.name]
-                                     .output_space].size)
+    if groups_lib.conv_kind(layer) in ("conv", "separable"):
+        config["filters"] = int(outputs[layer.name].size)
+    if isinstance(layer, keras.layers.Reshape):  # (C,) <-> (1, 1, C) only
+        config["target_shape"] = (*config["target_shape"][:-1],
+                                  int(outputs[layer.name].size))
     return layer.__class__.from_config(config)
 
 
-def _slim_weights(layer, structure, kept):
+def _slim_weights(layer, inputs, outputs):
     """The original layer's weights restricted to the kept channels."""
     weights = layer.get_weights()
-    if isinstance(layer, keras.layers.Conv2D):
-        info = structure.convs[layer.name]
-        rows, cols = kept[info.input_space], kept[info.output_space]
-        kernel = weights[0][:, :, rows, :][..., cols]
-        return [kernel] + [bias[cols] for bias in weights[1:]]
-    if isinstance(layer, (ExactBatchNormalization,
-                          keras.layers.BatchNormalization)):
-        channels = kept[structure.layer_space[layer.name]]
-        return [w[channels] for w in weights]
-    return weights
+    kind = groups_lib.conv_kind(layer)
+    if not weights or kind is None and not isinstance(
+            layer, structure_lib.CHANNELWISE):
+        return weights
+    rows, cols = inputs.get(layer.name), outputs[layer.name]
+    if kind == "conv":
+        return ([weights[0][:, :, rows, :][..., cols]]
+                + [bias[cols] for bias in weights[1:]])
+    if kind == "separable":
+        depthwise, pointwise, *bias = weights
+        return ([depthwise[:, :, rows, :],
+                 pointwise[:, :, rows, :][..., cols]]
+                + [b[cols] for b in bias])
+    if kind == "depthwise":
+        return [weights[0][:, :, cols, :]] + [b[cols] for b in weights[1:]]
+    # Channel-wise layers (batch norm): every per-channel weight.
+    channels = layer.output.shape[-1]
+    return [w[..., cols] if w.ndim and w.shape[-1] == channels else w
+            for w in weights]
 
 
 def slim_backbone(backbone):
     """Builds the slim dense copy of a (sparse) functional backbone.
 
     Args:
-        backbone: the backbone model (Conv2D, channel-wise layers, Add).
+        backbone: the backbone model (see `structure.SUPPORTED`).
 
     Returns:
         A new functional `keras.Model` with the same input and output shapes,
@@ -59,16 +70,14 @@ def slim_backbone(backbone):
     >>> slim.count_params() <= model.backbone.count_params()
     """
     structure = structure_lib.analyse(backbone)
-    kernels = {name: np.asarray(backbone.get_layer(name).kernel)
-               for name in structure.convs}
-    kept = structure_lib.kept_channels(structure, kernels)
+    inputs, outputs = structure_lib.kept_channels(
+        structure, structure_lib.group_kernels(backbone))
     slim = keras.models.clone_model(
-        backbone,
-        clone_function=lambda layer: _slim_layer(layer, structure, kept))
+        backbone, clone_function=lambda layer: _slim_layer(layer, outputs))
     for layer in backbone.layers:
         if layer.weights:
             slim.get_layer(layer.name).set_weights(
-                _slim_weights(layer, structure, kept))
+                _slim_weights(layer, inputs, outputs))
     return slim
 
 

@@ -39,8 +39,8 @@ class SparsityMeter:
         self.structure = structure_lib.analyse(backbone)
 
     def kernels(self):
-        """`{conv name: numpy HWIO kernel}` of every backbone conv."""
-        return {layer.name: np.asarray(layer.kernel) for layer in self.layers}
+        """`{conv name: numpy HWIO kernel}` of every penalised conv."""
+        return structure_lib.group_kernels(self.backbone)
 
     def step_figures(self):
         """The per-step figures as tensors, computed on the device.
@@ -51,8 +51,8 @@ class SparsityMeter:
         """
         zeros = groups = zero_groups = 0
         active = {}
-        for layer in self.layers:
-            kernel = layer.kernel
+        kernels = [groups_lib.group_kernel(layer) for layer in self.layers]
+        for layer, kernel in zip(self.layers, kernels):
             nonzero_groups = tf.reduce_any(tf.not_equal(kernel, 0),
                                            axis=(0, 1, 3))
             zeros += tf.reduce_sum(tf.cast(tf.equal(kernel, 0), tf.int64))
@@ -60,7 +60,7 @@ class SparsityMeter:
             zero_groups += kernel.shape[2] - live
             groups += kernel.shape[2]
             active[layer.name] = live
-        total = sum(int(np.prod(layer.kernel.shape)) for layer in self.layers)
+        total = sum(int(np.prod(kernel.shape)) for kernel in kernels)
         return {
             "parameter_percent": 100.0 * tf.cast(zeros, tf.float32) / total,
             "group_percent": 100.0 * tf.cast(zero_groups, tf.float32) / groups,
@@ -71,10 +71,9 @@ class SparsityMeter:
         """Returns the sparsity statistics as a JSON-ready dict."""
         kernels = self.kernels()
         structure = self.structure
-        alive = structure.alive_channels(kernels)
-        kept = structure_lib.kept_channels(structure, kernels)
+        alive = structure.alive_nodes(kernels)
+        kept = structure.kept_nodes(kernels)
         total = zeros = groups = zero_groups = structural = 0
-        dense_flops = sparse_flops = slim_flops = 0
         per_layer = {}
         for name, kernel in kernels.items():
             info = structure.convs[name]
@@ -83,20 +82,21 @@ class SparsityMeter:
             zeros += int(np.sum(kernel == 0))
             groups += kernel.shape[2]
             zero_groups += int(np.sum(~group_nonzero))
-            dense_flops += info.dense_flops()
-            live_filters = kernel[..., alive[info.output_space]]
-            pixels = info.output_hw[0] * info.output_hw[1]
-            sparse_flops += 2 * pixels * int(np.count_nonzero(live_filters))
             kh, kw = kernel.shape[:2]
-            kept_weights = (kh * kw * kept[info.input_space].size
-                            * kept[info.output_space].size)
-            structural += kept_weights
-            slim_flops += 2 * pixels * kept_weights
+            structural += (kh * kw * int(kept[info.input_nodes].sum())
+                           * int(kept[info.output_nodes].sum()))
             per_layer[name] = {
                 "active_channels": int(np.sum(group_nonzero)),
                 "channels": int(kernel.shape[2]),
                 "parameter_percent": 100.0 * float(np.mean(kernel == 0)),
             }
+        dense_flops = slim_flops = sparse_flops = 0
+        for name, info in structure.convs.items():
+            dense_flops += info.dense_flops()
+            slim_flops += info.flops(int(kept[info.input_nodes].sum()),
+                                     int(kept[info.output_nodes].sum()))
+            sparse_flops += self._nonzero_flops(info, kernels.get(name),
+                                                alive)
         nonzero = total - zeros
         return {
             "parameter_percent": 100.0 * zeros / total,
@@ -112,6 +112,19 @@ class SparsityMeter:
             "nonzero_flops": int(sparse_flops),
             "per_layer": per_layer,
         }
+
+    def _nonzero_flops(self, info, kernel, alive):
+        """Multiply-adds x 2 of the non-zero weights of live filters."""
+        pixels = info.output_hw[0] * info.output_hw[1]
+        kh, kw = info.kernel_size
+        live_inputs = int(alive[info.input_nodes].sum())
+        if info.kind == "depthwise":
+            return 2 * pixels * kh * kw * int(alive[info.output_nodes].sum())
+        pointwise = 2 * pixels * int(np.count_nonzero(
+            kernel[..., alive[info.output_nodes]]))
+        if info.kind == "separable":
+            return pointwise + 2 * pixels * kh * kw * live_inputs
+        return pointwise
 
     def masks(self):
         """`{conv name: bool kernel mask}` (True where a weight is non-zero)."""

@@ -10,6 +10,7 @@ from ms_keras.models.backbone import build_backbone
 from ms_keras.sparsity import control
 from ms_keras.sparsity import groups as groups_lib
 from ms_keras.sparsity import proximal
+from ms_keras.sparsity import structure
 from ms_keras.sparsity.stats import SparsityMeter
 
 
@@ -70,7 +71,7 @@ def prox_norms(kernel):
 def test_flops_model_counts_what_the_sparsity_meter_counts():
     backbone, _ = trained_backbone()
     kernels = [k.variable for k in groups_lib.penalised_kernels(backbone)]
-    model = control.FlopsModel(backbone, kernels)
+    model = structure.FlopsModel(backbone)
     rng = np.random.default_rng(1)
     for rate in (0.0, 0.3, 0.7, 1.0):
         alive = []

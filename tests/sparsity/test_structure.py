@@ -24,15 +24,20 @@ def bottleneck_backbone():
     return keras.Model(image, out, name="backbone")
 
 
-def test_spaces_follow_convs_and_merge_at_adds():
+def test_channels_follow_convs_and_merge_at_adds():
     info = structure.analyse(bottleneck_backbone())
     convs = info.convs
-    assert convs["b_conv2"].input_space == convs["b_conv1"].output_space
+    np.testing.assert_array_equal(convs["b_conv2"].input_nodes,
+                                  convs["b_conv1"].output_nodes)
     # The residual stream: stem output merged with b_conv2's output.
-    assert convs["b_conv2"].output_space == convs["stem_conv"].output_space
-    assert sorted(info.space_readers[convs["stem_conv"].output_space]) == [
+    np.testing.assert_array_equal(convs["b_conv2"].output_nodes,
+                                  convs["stem_conv"].output_nodes)
+    stream = convs["stem_conv"].output_nodes
+    assert sorted(name for name, _ in info.readers[stream[1]]) == [
         "b_conv1", "out_conv"]
-    assert convs["out_conv"].output_space in info.pinned_spaces
+    assert info.readers[stream[1]][0][1] == 1  # read as input channel 1
+    assert info.pinned[convs["out_conv"].output_nodes].all()
+    assert not info.pinned[stream].any()
 
 
 def test_flops_count_zeroed_inputs_and_freed_producer_filters():
@@ -71,9 +76,9 @@ def test_stream_channel_dies_only_when_every_reader_ignores_it():
         kernel[:, :, 0, :] = 0
         layer.kernel.assign(kernel)
         info = structure.analyse(backbone)
-        alive = info.alive_channels(meter.kernels())
-        stream = info.convs["stem_conv"].output_space
-        assert alive[stream][0] == (name == "b_conv1")
+        alive = info.alive_nodes(meter.kernels())
+        stream = info.convs["stem_conv"].output_nodes
+        assert alive[stream[0]] == (name == "b_conv1")
 
 
 def test_resnet_backbones_are_analysable():

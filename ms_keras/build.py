@@ -160,8 +160,9 @@ def reference_curve(path, task_names):
     losses = np.array([history[f"val_{t}_loss"] for t in task_names]).T
     planned = recorded["training"]["epochs"]
     fractions = np.arange(1, len(losses) + 1) / planned
+    final = [metrics["validation"][t]["loss"] for t in task_names]
     try:
-        return control_lib.ReferenceCurve(fractions, losses)
+        return control_lib.ReferenceCurve(fractions, losses, final)
     except ValueError as e:
         raise ValueError(f"--reference_dir={path}: {e}") from None
 
@@ -169,9 +170,7 @@ def reference_curve(path, task_names):
 def reference_losses(path, task_names):
     """A finished dense reference's validation loss per task (at its kept
     checkpoint), ordered like `task_names`."""
-    reference_curve(path, task_names)  # checks the run
-    validation = finished_metrics(path, "reference_dir")["validation"]
-    return np.array([validation[t]["loss"] for t in task_names])
+    return reference_curve(path, task_names).final
 
 
 def probe_window(config):

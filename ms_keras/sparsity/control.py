@@ -53,8 +53,9 @@ TOLERANCE_AIM = 0.5
 FULL_SWING_FRACTION = 1.0
 LOWERING_SLOWDOWN = 2.0
 # After this fraction of training the setpoint no longer rises and falls as
-# soon as the gap passes the aim, so that the last epochs train at a settled
-# sparsity with the band's margin below the tolerance.
+# soon as the gap passes the aim, measured against the finished reference
+# (what the kept checkpoint is held to), so that the last epochs train at a
+# settled sparsity with the band's margin below the tolerance.
 SETTLE_FRACTION = 0.75
 MAX_SETPOINT_PERCENT = 99.0
 # A landed budget: within this many points of parameter sparsity, or this
@@ -190,12 +191,14 @@ class ReferenceCurve:
         fractions: increasing fractions of training (0, 1] at which the
             reference was evaluated (its epoch ends).
         losses: `(len(fractions), num_tasks)` validation task losses.
+        final: the validation losses of the reference's kept checkpoint
+            (default: its last point), what a run is held to at the end.
 
     Values between two points are interpolated linearly in log-loss; before
     the first and after the last point they are held.
     """
 
-    def __init__(self, fractions, losses):
+    def __init__(self, fractions, losses, final=None):
         fractions = np.asarray(fractions, np.float64)
         losses = np.asarray(losses, np.float64)
         if fractions.ndim != 1 or not len(fractions) or losses.shape[0] != len(
@@ -212,6 +215,12 @@ class ReferenceCurve:
                              f"against. Received: {losses}")
         self.fractions = fractions
         self.losses = losses
+        self.final = np.asarray(losses[-1] if final is None else final,
+                                np.float64)
+        if self.final.shape != losses.shape[1:] or np.any(self.final <= 0):
+            raise ValueError(
+                "The final reference losses must be positive, one per task. "
+                f"Received: {self.final}")
 
     @property
     def first_fraction(self):
@@ -404,7 +413,12 @@ class SparsityController(keras.layers.Layer):
             raise ValueError("`observe` needs the dense `reference` curve.")
         losses = tf.cast(losses, tf.float32)
         fraction = tf.cast(step, tf.float32) / float(self.total_steps)
-        reference = self.reference.tensor_at(fraction)
+        settled = fraction >= SETTLE_FRACTION
+        # The dense reference at the same point of training; once settled,
+        # its finished model, which the kept checkpoint is held to.
+        reference = tf.where(settled,
+                             tf.constant(self.reference.final, tf.float32),
+                             self.reference.tensor_at(fraction))
         # Nothing is compared (and the setpoint stays) before the reference
         # curve starts.
         active = fraction >= self.reference.first_fraction
@@ -417,7 +431,6 @@ class SparsityController(keras.layers.Layer):
         self.average_weight.assign(decay * self.average_weight + (1 - decay))
         gap = self.gap()
         tolerance = self.quality_tolerance / 100.0
-        settled = fraction >= SETTLE_FRACTION
         moved = next_setpoint(self.setpoint, gap, tolerance, self.rate,
                               settled)
         self.setpoint.assign(tf.where(active, moved, self.setpoint))

@@ -203,6 +203,18 @@ def test_reference_curve_interpolates_in_log_loss_and_holds_at_the_ends():
             rtol=1e-5)
 
 
+def test_the_settled_controller_is_held_to_the_finished_reference():
+    curve = control.ReferenceCurve([0.5, 1.0], [[2.0], [1.5]], final=[1.0])
+    controller = control.SparsityController(
+        "tolerance", 100, quality_tolerance=2.0, reference=curve, window=1)
+    # Before settling a loss of 1.6 is compared with the curve (1.6 at 0.7).
+    assert float(controller.observe(tf.constant([1.6]), 70)) == (
+        pytest.approx(1.6 / (2.0 * 0.75 ** 0.4) - 1, rel=1e-4))
+    # From three quarters on, with the finished model's 1.0.
+    assert float(controller.observe(tf.constant([1.01]), 80)) == (
+        pytest.approx(0.01, abs=1e-5))
+
+
 def test_reference_curve_refuses_unusable_points():
     with pytest.raises(ValueError, match="increase"):
         control.ReferenceCurve([0.5, 0.5], [[1.0], [1.0]])

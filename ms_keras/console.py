@@ -49,13 +49,13 @@ def epoch_line(epoch, epochs, seconds, logs, task_specs, label=""):
     many = len(task_specs) > 4
     tasks = []
     for task in task_specs:
-        metric, _ = metrics_lib.PRIMARY_METRICS[task.kind]
+        metric, _ = metrics_lib.primary_metric(task)
         value = logs.get(f"val_{task.name}_{metric}")
         if value is None:
             continue
         name = _short_task(task.name)
         if not (many and metric == "accuracy"):
-            name += f".{_SHORT[metric]}"
+            name += f".{_SHORT.get(metric, metric)}"
         tasks.append(f"{name} {value:.{2 if many else 3}f}")
     if tasks:
         parts.append("| val " + " ".join(tasks) + " |")
@@ -133,9 +133,10 @@ def summary(metrics, config):
         header += ["dense reference", "change (+ better)"]
     rows = [header]
     for task in config.task_specs:
-        metric, higher = metrics_lib.PRIMARY_METRICS[task.kind]
+        metric, higher = metrics_lib.primary_metric(task)
         value = metrics["test"][task.name][metric]
-        row = [task.name, f"{_SHORT[metric]} ({'up' if higher else 'down'})",
+        row = [task.name,
+               f"{_SHORT.get(metric, metric)} ({'up' if higher else 'down'})",
                f"{value:.4f}"]
         if reference:
             base = reference[task.name][metric]

@@ -117,9 +117,60 @@ LOSSES = {
 }
 
 
-def task_loss(task, y_true, y_pred):
-    """The loss of `task` (a TaskSpec) on one batch."""
-    return LOSSES[task.kind](y_true, y_pred)
+def _custom_loss(task):
+    loss = task.loss
+    if isinstance(loss, str):
+        loss = keras.losses.get(loss)
+    if not callable(loss):
+        raise ValueError(
+            f"Task '{task.name}': `loss` must be a Keras loss name, a "
+            f"keras.losses.Loss or a function. Received: loss={task.loss!r}")
+    return loss
+
+
+def task_loss(task, y_true, y_pred, weight=None):
+    """The loss of `task` (a TaskSpec) on one batch.
+
+    Args:
+        task: the task (its kind's loss, or a custom task's own).
+        y_true: targets.
+        y_pred: the head's output.
+        weight: optional `(batch,)`, 1 for labelled examples and 0 for
+            missing ones (custom tasks; a built-in kind marks a missing
+            label with its invalid value, e.g. 255 or depth 0); the loss is
+            the mean over the labelled examples, 0 if there are none.
+    """
+    if task.loss is None:
+        if weight is not None:
+            raise ValueError(
+                f"Task '{task.name}' ({task.kind}): per-example label "
+                "weights apply to custom tasks; mark a missing label with "
+                "the kind's invalid value (README, your own model).")
+        return LOSSES[task.kind](y_true, y_pred)
+    loss = _custom_loss(task)
+    if isinstance(loss, keras.losses.Loss):
+        if weight is None:
+            return ops.cast(loss(y_true, y_pred), y_pred.dtype)
+        weight = ops.cast(ops.reshape(weight, (-1,)), y_pred.dtype)
+        # Keras averages over the whole batch: rescale to the labelled part.
+        value = ops.cast(loss(y_true, y_pred, sample_weight=weight),
+                         y_pred.dtype)
+        count = ops.cast(ops.shape(weight)[0], y_pred.dtype)
+        return value * count / ops.maximum(ops.sum(weight), 1.0)
+    values = ops.cast(loss(y_true, y_pred), y_pred.dtype)
+    if len(values.shape) > 1:  # per-element values: a mean per example
+        values = ops.mean(ops.reshape(values, (ops.shape(values)[0], -1)),
+                          axis=1)
+    if len(values.shape) == 0:
+        if weight is not None:
+            raise ValueError(
+                f"Task '{task.name}': its loss function returns one value "
+                "per batch, so per-example label weights cannot apply; "
+                "return one value per example.")
+        return values
+    if weight is None:
+        return ops.mean(values)
+    return masked_mean(values, ops.reshape(weight, (-1,)))
 
 
 @keras.saving.register_keras_serializable(package="ms_keras")

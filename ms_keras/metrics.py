@@ -258,7 +258,7 @@ def delta_m(results, reference, task_specs):
     """
     changes = []
     for task in task_specs:
-        metric, higher_is_better = PRIMARY_METRICS[task.kind]
+        metric, higher_is_better = primary_metric(task)
         try:
             base = float(reference[task.name][metric])
         except KeyError:
@@ -270,8 +270,58 @@ def delta_m(results, reference, task_specs):
     return 100.0 * sum(changes) / len(changes)
 
 
+_HIGHER_IS_BETTER = ("acc", "auc", "iou", "precision", "recall", "cos",
+                     "f1", "r2")
+
+
+def primary_metric(task):
+    """`(metric name, higher is better)` of `task`: its own `primary`, its
+    kind's (Table 2), or a custom task's first metric (higher is better for
+    accuracy-like names), else its loss (lower is better)."""
+    if task.primary is not None:
+        return tuple(task.primary)
+    if task.kind in PRIMARY_METRICS:
+        return PRIMARY_METRICS[task.kind]
+    names = [_metric_name(m) for m in task.metrics]
+    if not names:
+        return "loss", False
+    return names[0], any(key in names[0].lower() for key in _HIGHER_IS_BETTER)
+
+
+def _metric_name(metric):
+    if isinstance(metric, str):
+        return metric
+    if isinstance(metric, keras.metrics.Metric):
+        return metric.name
+    return getattr(metric, "__name__", type(metric).__name__)
+
+
+def _custom_metric(task, metric):
+    """A fresh metric named `<task>_<name>` from a name, an instance or a
+    function."""
+    name = f"{task.name}_{_metric_name(metric)}"
+    if isinstance(metric, keras.metrics.Metric):
+        config = {**metric.get_config(), "name": name}
+        return metric.__class__.from_config(config)
+    if isinstance(metric, str):
+        found = keras.metrics.get(metric)
+        if isinstance(found, type):
+            return found(name=name)
+        if isinstance(found, keras.metrics.Metric):
+            return found.__class__.from_config({**found.get_config(),
+                                                "name": name})
+        return keras.metrics.MeanMetricWrapper(found, name=name)
+    if callable(metric):
+        return keras.metrics.MeanMetricWrapper(metric, name=name)
+    raise ValueError(
+        f"Task '{task.name}': a metric must be a Keras metric name, a "
+        f"keras.metrics.Metric or a function. Received: {metric!r}")
+
+
 def build_task_metrics(task):
     """Returns the metrics of `task`, each named `<task>_<metric>`."""
+    if task.kind == tasks_lib.CUSTOM:
+        return [_custom_metric(task, metric) for metric in task.metrics]
     prefix = f"{task.name}_"
     if task.kind == tasks_lib.SEGMENTATION:
         return [SegmentationMeanIoU(task.output_channels, name=prefix + "miou"),

@@ -14,6 +14,9 @@ NORMALS = "normals"
 EDGES = "edges"
 ATTRIBUTE = "attribute"
 
+CUSTOM = "custom"  # a user's task: its own loss, metrics and head
+BUILT_IN_KINDS = (SEGMENTATION, DEPTH, NORMALS, EDGES, ATTRIBUTE)
+
 DENSE_KINDS = (SEGMENTATION, DEPTH, NORMALS, EDGES)
 
 # Target conventions (DESIGN.md "Conventions").
@@ -43,17 +46,31 @@ class TaskSpec:
     """One task of a dataset.
 
     Attributes:
-        number: the paper's task number (1-based), e.g. 2 for NYU depth.
+        number: the paper's task number (1-based), e.g. 2 for NYU depth (0
+            for a user's task).
         name: the task's name, the key of model outputs, losses and metrics.
-        kind: one of `segmentation`, `depth`, `normals`, `edges`, `attribute`.
+        kind: one of `segmentation`, `depth`, `normals`, `edges`,
+            `attribute`, or `custom` (a user's task, `ms_keras.Task`).
         output_channels: channels of the head's output (classes for
-            segmentation, 1 for depth/edges/attributes, 3 for normals).
+            segmentation, 1 for depth/edges/attributes, 3 for normals; None
+            when a user's head decides).
+        loss: a custom task's Keras loss (a name, a `keras.losses.Loss` or a
+            function `(y_true, y_pred) -> loss`); None: the kind's loss.
+        metrics: a custom task's Keras metrics (names, instances or
+            functions).
+        primary: `(metric name, higher is better)` that model selection by
+            delta_m and the summaries use; None: the kind's (Table 2), or a
+            custom task's first metric (higher is better for accuracy-like
+            names), else its loss.
     """
 
     number: int
     name: str
     kind: str
     output_channels: int
+    loss: object = dataclasses.field(default=None, compare=False)
+    metrics: tuple = dataclasses.field(default=(), compare=False)
+    primary: tuple = dataclasses.field(default=None, compare=False)
 
     @property
     def is_dense(self):
@@ -90,6 +107,86 @@ class DatasetSpec:
             f"Dataset '{self.name}' has no task named '{name}'. "
             f"Allowed: {', '.join(self.task_names)}"
         )
+
+
+class Task(TaskSpec):
+    """A task of a multi-task model: its name, loss and metrics.
+
+    The name is the key of the model's outputs, of the targets a dataset
+    yields and of every logged figure (`<name>_loss`, `val_<name>_<metric>`).
+    Any Keras loss and metrics work (their second derivatives must exist
+    for second-order meta-gradients); the built-in kinds carry the paper's
+    losses and metrics (Table 2) and their target conventions.
+
+    Example:
+
+    >>> tasks = [ms_keras.Task("digit", loss="sparse_categorical_crossentropy",
+    ...                        metrics=["sparse_categorical_accuracy"]),
+    ...          ms_keras.Task.depth("depth")]
+
+    Args:
+        name: the task's name.
+        loss: a Keras loss name, `keras.losses.Loss` or function
+            `(y_true, y_pred) -> loss`.
+        metrics: Keras metrics: names, `keras.metrics.Metric` instances
+            (each trainer gets its own copy) or functions.
+        primary: `(metric name, higher is better)` for model selection and
+            summaries (default: see `TaskSpec`).
+    """
+
+    def __init__(self, name, loss=None, metrics=(), primary=None, *,
+                 kind=CUSTOM, output_channels=None, number=0):
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"A task needs a name. Received: name={name!r}")
+        if kind == CUSTOM and loss is None:
+            raise ValueError(
+                f"Task '{name}' needs a `loss` (or a built-in kind: "
+                "Task.segmentation, .depth, .normals, .edges, .attribute).")
+        if kind not in (CUSTOM, *BUILT_IN_KINDS):
+            raise ValueError(
+                f"Unknown task kind '{kind}'. Allowed: "
+                f"{', '.join((CUSTOM, *BUILT_IN_KINDS))}")
+        if primary is not None and (len(primary) != 2
+                                    or not isinstance(primary[0], str)):
+            raise ValueError(
+                "`primary` must be (metric name, higher is better). "
+                f"Received: primary={primary!r}")
+        values = dict(number=number, name=name, kind=kind,
+                      output_channels=output_channels, loss=loss,
+                      metrics=tuple(metrics or ()),
+                      primary=None if primary is None else tuple(primary))
+        for field, value in values.items():
+            object.__setattr__(self, field, value)
+
+    @classmethod
+    def segmentation(cls, name="segmentation", classes=2):
+        """Semantic segmentation: int labels `(b, h, w)`, 255 = ignore;
+        pixel cross-entropy, mIoU and pixel accuracy."""
+        return cls(name, kind=SEGMENTATION, output_channels=int(classes))
+
+    @classmethod
+    def depth(cls, name="depth"):
+        """Depth in metres `(b, h, w, 1)`, 0 = no measurement; Hu et al.'s
+        loss, MAE and absolute relative error."""
+        return cls(name, kind=DEPTH, output_channels=1)
+
+    @classmethod
+    def normals(cls, name="normals"):
+        """Surface normals `(b, h, w, 3)`, all-zero = invalid; 1 - cosine,
+        cosine similarity and angle statistics."""
+        return cls(name, kind=NORMALS, output_channels=3)
+
+    @classmethod
+    def edges(cls, name="edges"):
+        """Edges in {0, 1} `(b, h, w, 1)`; weighted binary cross-entropy,
+        MAE."""
+        return cls(name, kind=EDGES, output_channels=1)
+
+    @classmethod
+    def attribute(cls, name):
+        """A binary image attribute in {0, 1} `(b, 1)`, predicted as a
+        logit; binary cross-entropy, accuracy and balanced accuracy."""
+        return cls(name, kind=ATTRIBUTE, output_channels=1)
 
 
 SYNTHETIC_NYU_CLASSES = 6  # floor, wall, ceiling, box, sphere, cylinder

@@ -91,7 +91,7 @@ def task_columns(configs):
         spec = tasks_lib.get_dataset(config["data"]["dataset"],
                                      config["data"]["segmentation_classes"])
         for task in tasks_lib.parse_tasks(spec, config["tasks"]):
-            metric, higher = metrics_lib.PRIMARY_METRICS[task.kind]
+            metric, higher = metrics_lib.primary_metric(task)
             arrow = "up" if higher else "down"
             columns[task.number, task.name] = (
                 f"T{task.number} {task.name} {metric} ({arrow})", task.name,

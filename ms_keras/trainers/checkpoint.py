@@ -131,7 +131,7 @@ class DeltaMLogger(keras.callbacks.Callback):
         self.reference = reference
         self.task_specs = tuple(task_specs)
         for task in self.task_specs:
-            metric, _ = metrics_lib.PRIMARY_METRICS[task.kind]
+            metric, _ = metrics_lib.primary_metric(task)
             if metric not in reference.get(task.name, {}):
                 raise ValueError(
                     f"The delta_m reference has no validation {task.name} "

@@ -26,13 +26,15 @@ from ms_keras.sparsity import prox as prox_lib
 from ms_keras.trainers.multitask import MultiTaskTrainer
 from ms_keras.trainers.multitask import once_for_all_replicas
 from ms_keras.trainers.multitask import reducible
+from ms_keras.trainers.multitask import task_losses as multitask_losses
 from ms_keras.trainers.multitask import replica_scale
 
 INNER_PROX_MODES = ("differentiable", "straight_through", "off")
 
 MetaGradients = collections.namedtuple(
     "MetaGradients",
-    ["weights", "lam", "query_loss", "objective", "task_losses", "penalty"])
+    ["weights", "lam", "query_loss", "objective", "task_losses", "penalty",
+     "active"])
 MetaGradients.__doc__ = """Meta-gradients of one episode, not yet applied.
 
 Attributes:
@@ -44,6 +46,7 @@ Attributes:
     task_losses: per-task query losses (0 for tasks outside the episode).
     penalty: R(theta_b*), the explicit term of lambda's gradient (Eq. 14);
         0 without sparsity.
+    active: 1 for the tasks of the episode the query batch labels.
 """
 
 
@@ -212,7 +215,7 @@ class MetaSparsityTrainer(MultiTaskTrainer):
         return backbone, heads, weights[start:]
 
     def _episode_loss(self, weights, statistics, images, targets, episode):
-        """Episode loss at fast `weights`; returns (loss, task losses).
+        """Episode loss at fast `weights`: `(loss, task losses, active)`.
 
         Every head runs and tasks outside the episode are masked out: their
         losses and gradients are exactly zero. (Skipping them with `tf.cond`
@@ -227,20 +230,22 @@ class MetaSparsityTrainer(MultiTaskTrainer):
             weights)
         features, _ = self.backbone.stateless_call(
             backbone_weights, backbone_stats, images, training=True)
-        losses = []
+        outputs = {}
         for i, (task, head) in enumerate(zip(self.task_specs, self.heads)):
-            output, _ = head.stateless_call(
+            outputs[task.name], _ = head.stateless_call(
                 head_weights[i], head_stats[i], features, training=True)
-            loss = tf.cast(losses_lib.task_loss(task, targets[task.name],
-                                                output), features.dtype)
-            losses.append(tf.where(episode[i], loss, tf.zeros_like(loss)))
-        task_losses = tf.stack(losses)
-        mask = tf.cast(episode, task_losses.dtype)
+        # A task the batch does not label takes no part in the episode.
+        losses, labelled = multitask_losses(self.task_specs, targets,
+                                            outputs)
+        losses = tf.cast(losses, features.dtype)
+        active = tf.logical_and(episode, labelled > 0)
+        task_losses = tf.where(active, losses, tf.zeros_like(losses))
+        mask = tf.cast(active, task_losses.dtype)
         weighted, _ = self.loss_weighting.stateless_call(
             weighting_weights, [], task_losses, mask)
         single = tf.equal(tf.reduce_sum(mask), 1.0)
         total = tf.where(single, tf.reduce_sum(task_losses), weighted)
-        return total, task_losses
+        return total, task_losses, mask
 
     def _statistics(self):
         return ([v.value for v in self.backbone.non_trainable_variables],
@@ -297,7 +302,7 @@ class MetaSparsityTrainer(MultiTaskTrainer):
                                     self.inner_lr, self.first_order,
                                     self._inner_prox(lam), outer_tape=tape,
                                     clip_norm=self.inner_clip_norm)
-            query_loss, task_losses = self._episode_loss(
+            query_loss, task_losses, active = self._episode_loss(
                 fast, statistics, *query, episode)
             penalty = tf.zeros((), query_loss.dtype)
             weighted_penalty = tf.zeros((), query_loss.dtype)
@@ -321,7 +326,7 @@ class MetaSparsityTrainer(MultiTaskTrainer):
             del tape
         return MetaGradients(grads, lam_grad, query_loss,
                              query_loss + weighted_penalty, task_losses,
-                             tf.stop_gradient(penalty))
+                             tf.stop_gradient(penalty), active)
 
     def _zero_sums(self):
         """Accumulators of one meta-batch."""
@@ -351,7 +356,7 @@ class MetaSparsityTrainer(MultiTaskTrainer):
             query = (data["query_images"][m],
                      tf.nest.map_structure(pick, data["query_targets"]))
             result = self.compute_meta_gradients(support, query, episodes[m])
-            active = tf.cast(episodes[m], self.compute_dtype)
+            active = tf.cast(result.active, self.compute_dtype)
             self.loss_tracker.update_state(result.query_loss)
             self.objective_tracker.update_state(result.objective)
             self.task_sum_tracker.update_state(
@@ -409,7 +414,8 @@ class MetaSparsityTrainer(MultiTaskTrainer):
         images = flat(images)
         targets = tf.nest.map_structure(flat, targets)
         predictions = self.network(images, training=False)
-        losses = tf.cast(self.task_losses(targets, predictions), tf.float32)
+        losses = tf.cast(self.task_losses(targets, predictions)[0],
+                         tf.float32)
         losses = tf.distribute.get_replica_context().all_reduce(
             tf.distribute.ReduceOp.MEAN, losses)
         step = self.optimizer.iterations

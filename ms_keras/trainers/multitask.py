@@ -26,6 +26,25 @@ def reducible(logs):
     return logs
 
 
+def task_losses(task_specs, targets, predictions):
+    """`(losses, labelled)` vectors of a batch (see
+    `MultiTaskTrainer.task_losses`)."""
+    losses, labelled = [], []
+    for task in task_specs:
+        output = predictions[task.name]
+        if task.name not in targets:
+            losses.append(tf.zeros((), output.dtype))
+            labelled.append(tf.zeros((), output.dtype))
+            continue
+        weight = targets.get(f"{task.name}_weight")
+        losses.append(tf.cast(losses_lib.task_loss(
+            task, targets[task.name], output, weight), output.dtype))
+        labelled.append(tf.ones((), output.dtype) if weight is None else
+                        tf.cast(tf.reduce_sum(tf.cast(weight, output.dtype))
+                                > 0, output.dtype))
+    return tf.stack(losses), tf.stack(labelled)
+
+
 def once_for_all_replicas(fn):
     """Runs `fn` once in cross-replica context and returns its result.
 
@@ -151,21 +170,34 @@ class MultiTaskTrainer(keras.Model):
         return self.network(images, training=training)
 
     def task_losses(self, targets, predictions):
-        """Stacks every task's loss into a vector ordered like `task_specs`."""
-        return tf.stack([
-            losses_lib.task_loss(task, targets[task.name],
-                                 predictions[task.name])
-            for task in self.task_specs])
+        """Every task's loss and whether the batch labels it.
 
-    def update_metrics(self, total, task_losses, targets, predictions):
-        """Updates the loss trackers and every task's metrics."""
+        A task absent from the batch's targets contributes no loss (its head
+        gets no gradient); a custom task's `<name>_weight` target marks
+        missing labels per example (`losses.task_loss`).
+
+        Returns:
+            `(losses, labelled)`: vectors ordered like `task_specs`.
+        """
+        return task_losses(self.task_specs, targets, predictions)
+
+    def update_metrics(self, total, task_losses, targets, predictions,
+                       labelled=None):
+        """Updates the loss trackers and the metrics of every task the
+        batch labels."""
         self.loss_tracker.update_state(total)
         self.task_sum_tracker.update_state(tf.reduce_sum(task_losses))
         for i, task in enumerate(self.task_specs):
-            self.task_loss_trackers[i].update_state(task_losses[i])
+            if task.name not in targets:
+                continue
+            self.task_loss_trackers[i].update_state(
+                task_losses[i], sample_weight=None if labelled is None
+                else labelled[i])
+            weight = targets.get(f"{task.name}_weight")
             for metric in self.task_metrics[i]:
                 metric.update_state(targets[task.name],
-                                    predictions[task.name])
+                                    predictions[task.name],
+                                    sample_weight=weight)
 
     def logs(self, trackers, with_lambda=True):
         """Results of `trackers`, the task weights and (optionally) lambda."""
@@ -220,12 +252,16 @@ class MultiTaskTrainer(keras.Model):
         images, targets = data
         with tf.GradientTape() as tape:
             predictions = self.network(images, training=True)
-            task_losses = self.task_losses(targets, predictions)
-            total = self.loss_weighting(task_losses)
+            task_losses, labelled = self.task_losses(targets, predictions)
+            total = self.loss_weighting(task_losses, labelled)
             scaled = replica_scale(total)
         variables = self.trainable_variables
-        norm = self.apply_update(tape.gradient(scaled, variables), variables)
-        self.update_metrics(total, task_losses, targets, predictions)
+        gradients = tape.gradient(
+            scaled, variables,
+            unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        norm = self.apply_update(gradients, variables)
+        self.update_metrics(total, task_losses, targets, predictions,
+                            labelled)
         trackers = self.evaluation_metrics
         if self.prox is not None:
             trackers = [*trackers, self.threshold_tracker]
@@ -234,8 +270,9 @@ class MultiTaskTrainer(keras.Model):
     def test_step(self, data):
         images, targets = data
         predictions = self.network(images, training=False)
-        task_losses = self.task_losses(targets, predictions)
-        total = self.loss_weighting(task_losses)
-        self.update_metrics(total, task_losses, targets, predictions)
+        task_losses, labelled = self.task_losses(targets, predictions)
+        total = self.loss_weighting(task_losses, labelled)
+        self.update_metrics(total, task_losses, targets, predictions,
+                            labelled)
         return reducible(self.logs(self.evaluation_metrics,
                                    with_lambda=False))

@@ -235,12 +235,12 @@ def test_a_nan_in_a_meta_step_stops_training_the_same_way(
     original = MetaSparsityTrainer._episode_loss
 
     def poisoned(self, weights, statistics, images, targets, episode):
-        total, losses = original(self, weights, statistics, images, targets,
-                                 episode)
+        total, losses, active = original(self, weights, statistics, images,
+                                         targets, episode)
         late = self.optimizer.iterations >= 3
         nan = tf.constant(float("nan"), losses.dtype)
         losses = tf.stack([losses[0], tf.where(late, nan, losses[1])])
-        return tf.where(late, nan, total), losses
+        return tf.where(late, nan, total), losses, active
 
     monkeypatch.setattr(MetaSparsityTrainer, "_episode_loss", poisoned)
     model_dir = tmp_path / "run"

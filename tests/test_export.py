@@ -11,6 +11,7 @@ import pytest
 from absl.testing import flagsaver
 
 from ms_keras import export
+from ms_keras import exporting
 from tests.helpers import assert_flag_error
 from tests.helpers import read
 
@@ -123,7 +124,7 @@ def test_failed_verification_writes_nothing(meta_run, tmp_path):
         np.float32)
     output_dir = tmp_path / "out"
     with pytest.raises(export.VerificationError, match="nothing was"):
-        export.export_run(network, images, str(output_dir),
+        exporting.export_run(network, images, str(output_dir),
                             formats=("saved_model",), tolerance=-1.0,
                             repeats=1)
     assert os.listdir(tmp_path) == []

@@ -13,12 +13,13 @@ PACKAGE = os.path.join(os.path.dirname(os.path.dirname(
 LAYERS = (
     ("binaries", ("train", "evaluate", "finetune", "export", "flags",
                   "launch")),
-    ("experiment", ("experiment", "build", "config", "serving", "console")),
+    ("api", ("__init__", "api")),
+    ("experiment", ("experiment", "build", "config", "serving", "console",
+                    "exporting")),
     ("trainers", ("trainers",)),
     ("meta/sparsity", ("meta", "sparsity")),
     ("models/objectives/data", ("models", "losses", "metrics", "data")),
-    ("tasks", ("tasks", "run_dir", "runtime", "quiet_tf", "keras_compat",
-               "__init__")),
+    ("tasks", ("tasks", "run_dir", "runtime", "quiet_tf", "keras_compat")),
 )
 RANK = {name: rank for rank, (_, names) in enumerate(LAYERS)
         for name in names}

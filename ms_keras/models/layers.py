@@ -179,7 +179,9 @@ class ExactBatchNormalization(keras.layers.Layer):
             outputs = outputs + ops.cast(self.beta, inputs.dtype)
         return outputs
 
-    def call(self, inputs, training=False):
+    def call(self, inputs, training=False, mask=None):
+        # `mask` is accepted (and ignored) as Keras' BatchNormalization does,
+        # so a functional graph built with it can take this layer instead.
         axes = list(range(len(inputs.shape) - 1))
         if not (training and self.trainable):
             return self._scale_shift(

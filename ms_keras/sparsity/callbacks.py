@@ -265,6 +265,7 @@ class SparsityConstraint(keras.callbacks.Callback):
         if logs is None:
             return
         figures = self._meter.measure()
+        logs.setdefault("sparsity_parameter", figures["parameter_percent"])
         logs["sparsity_flops_speedup"] = figures["flops_speedup"]
         gap = None
         if self.mode == control_lib.TOLERANCE:

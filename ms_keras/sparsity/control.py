@@ -296,7 +296,8 @@ class SparsityController(keras.layers.Layer):
 
     Args:
         mode: `budget` or `tolerance`.
-        total_steps: optimizer steps of the whole run (ramp and rate).
+        total_steps: optimizer steps of the whole run (ramp and rate); None
+            until known.
         target_sparsity: budget in percent of the backbone conv parameters.
         target_flops_speedup: budget as a structural FLOPs speed-up (> 1).
         quality_tolerance: allowed relative validation loss excess per task
@@ -331,14 +332,13 @@ class SparsityController(keras.layers.Layer):
                 "`tolerance` mode needs a positive `quality_tolerance`. "
                 f"Received: quality_tolerance={quality_tolerance}")
         self.mode = mode
-        self.total_steps = max(1, int(total_steps))
+        self.total_steps = total_steps
         self.target_sparsity = target_sparsity
         self.target_flops_speedup = target_flops_speedup
         self.quality_tolerance = quality_tolerance
         self._reference = _Untracked(curve=reference)
         self.window = max(1, int(window))
         self.num_tasks = int(num_tasks)
-        self.rate = 100.0 / (FULL_SWING_FRACTION * self.total_steps)
         self._ranking = None
         self.setpoint = self.add_weight(shape=(), initializer="zeros",
                                         trainable=False, name="setpoint")
@@ -355,6 +355,32 @@ class SparsityController(keras.layers.Layer):
     @property
     def reference(self):
         return self._reference.curve
+
+    @reference.setter
+    def reference(self, curve):
+        self._reference.curve = curve
+
+    @property
+    def total_steps(self):
+        """Optimizer steps of the whole run (the ramp and the rate follow
+        it); None until known (a trainer's `fit` sets it)."""
+        return self._total_steps
+
+    @total_steps.setter
+    def total_steps(self, steps):
+        self._total_steps = None if steps is None else max(1, int(steps))
+
+    @property
+    def rate(self):
+        """The largest setpoint rise per step (percent points)."""
+        return 100.0 / (FULL_SWING_FRACTION * self._steps())
+
+    def _steps(self):
+        if self._total_steps is None:
+            raise ValueError(
+                "The sparsity controller does not know the run's length "
+                "yet: set `total_steps` (fit() does).")
+        return self._total_steps
 
     @property
     def measures_flops(self):
@@ -380,7 +406,7 @@ class SparsityController(keras.layers.Layer):
         percent or speed-up) or the setpoint (tolerance mode, percent)."""
         if self.mode == TOLERANCE:
             return self.setpoint.value
-        ramp = cubic_ramp(step, self.total_steps)
+        ramp = cubic_ramp(step, self._steps())
         if self.measures_flops:
             # Ramp the removed share of the FLOPs, not the speed-up.
             removed = (1.0 - 1.0 / self.target_flops_speedup) * ramp
@@ -412,7 +438,7 @@ class SparsityController(keras.layers.Layer):
         if self.reference is None:
             raise ValueError("`observe` needs the dense `reference` curve.")
         losses = tf.cast(losses, tf.float32)
-        fraction = tf.cast(step, tf.float32) / float(self.total_steps)
+        fraction = tf.cast(step, tf.float32) / float(self._steps())
         settled = fraction >= SETTLE_FRACTION
         # The dense reference at the same point of training; once settled,
         # its finished model, which the kept checkpoint is held to.

@@ -16,14 +16,18 @@ statistics of the weights that are evaluated and shipped.
 import collections
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from ms_keras import losses as losses_lib
 from ms_keras.meta import inner_loop
+from ms_keras.trainers import library
 from ms_keras.sparsity import control as control_lib
 from ms_keras.sparsity import groups as groups_lib
 from ms_keras.sparsity import prox as prox_lib
+from ms_keras.sparsity import structure as structure_lib
 from ms_keras.trainers.multitask import MultiTaskTrainer
+from ms_keras.trainers.multitask import gradients as multitask_gradients
 from ms_keras.trainers.multitask import once_for_all_replicas
 from ms_keras.trainers.multitask import reducible
 from ms_keras.trainers.multitask import task_losses as multitask_losses
@@ -61,9 +65,16 @@ class MetaSparsityTrainer(MultiTaskTrainer):
             (Alg. 3: L_Ei = l_Tj).
         sparsity: `channel`, `unstructured` or `none` (meta-learning
             baseline: no penalty, no prox, no lambda).
-        lam: a `SparsityStrength` (required unless `sparsity` is `none`).
-        prox: the outer `sparsity.proximal.OuterProx` (required unless
-            `sparsity` is `none`).
+        sparsity_control: `tolerance` (default), `budget` or `paper`; with
+            `lambda_init`, `lambda_beta`, `prox_step`, `preserve_norm`,
+            `target_sparsity`, `target_flops_speedup`, `quality_tolerance`
+            and `reference` (a `control.ReferenceCurve`; without it a
+            tolerance-mode `fit` trains the dense reference first) it builds
+            lambda, the prox and the controller (`trainers.library`); the
+            names and meanings are those of `config.MetaConfig` and the
+            flags.
+        lam: a `SparsityStrength`, instead of the options above.
+        prox: the outer `sparsity.proximal.OuterProx`, with `lam`.
         masks: optional `sparsity.proximal.KernelMasks` (a fixed pattern).
         inner_steps: SGD steps of the inner loop (k).
         inner_lr: inner learning rate (alpha_in).
@@ -86,30 +97,58 @@ class MetaSparsityTrainer(MultiTaskTrainer):
             its gradient grows as the prox shrinks it; without a bound the
             inner step on an almost-zero kernel can be 100x its norm.
         seed: seed of the regrowth draws.
+        meta_batch_size: episodes per meta-step, when `fit` builds the
+            meta-batches from a plain dataset.
+        episode_sampler: which task subsets those episodes train on
+            (`uniform`, `all_tasks`, `size<=k`).
+
+    Second-order meta-gradients need exact second derivatives: Keras'
+    `BatchNormalization` layers of the model are swapped for
+    `ExactBatchNormalization` (weights kept; `swapped_batch_norms` names
+    them, and a warning says so).
 
     Example:
 
-    >>> trainer = MetaSparsityTrainer(network, specs, lam=SparsityStrength(),
-    ...                               prox=OuterProx(network.backbone))
-    >>> trainer.compile(optimizer=keras.optimizers.Adam(1e-3),
-    ...                 lambda_optimizer=keras.optimizers.SGD(1e-4))
-    >>> trainer.fit(meta_batches)
+    >>> trainer = MetaSparsityTrainer(model, tasks, target_sparsity=44,
+    ...                               sparsity_control="budget")
+    >>> trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
+    >>> trainer.fit(train_ds, validation_data=val_ds, epochs=8)
     """
 
     def __init__(self, network, task_specs, loss_weighting="uncertainty",
                  sparsity=groups_lib.CHANNEL, lam=None, prox=None, masks=None,
                  inner_steps=1, inner_lr=1e-2, first_order=False,
-                 inner_prox="differentiable", regrow_prob=0.0,
-                 inner_clip_norm=0.0, seed=0, **kwargs):
+                 inner_prox="straight_through", regrow_prob=0.0,
+                 inner_clip_norm=0.0, seed=0, sparsity_control=None,
+                 lambda_init=None, lambda_beta=1.0,
+                 prox_step="adam_metric_reset", preserve_norm=True,
+                 target_sparsity=None, target_flops_speedup=None,
+                 quality_tolerance=None, reference=None, meta_batch_size=1,
+                 episode_sampler="all_tasks", **kwargs):
         if sparsity not in groups_lib.KINDS:
             raise ValueError(
                 f"`sparsity` must be one of {groups_lib.KINDS}. Received: "
                 f"sparsity={sparsity}")
         sparse = sparsity != groups_lib.NONE
+        if sparse:  # a layer it cannot analyse is refused here, in one line
+            structure_lib.analyse(network.backbone)
+        self.swapped_batch_norms = (
+            [] if first_order else library.exact_second_order(network))
+        if sparse and lam is None and prox is None:
+            lam, prox, built = library.build_sparsity(
+                network.backbone, sparsity, sparsity_control, lambda_init,
+                lambda_beta, prox_step, preserve_norm, target_sparsity,
+                target_flops_speedup, quality_tolerance, reference,
+                num_tasks=len(task_specs))
+            kwargs.setdefault("controller", built)
         if sparse and (lam is None or prox is None):
             raise ValueError(
                 f"sparsity='{sparsity}' needs a sparsity strength `lam` and "
-                "an outer `prox`.")
+                "an outer `prox` (or neither: the options build them).")
+        if meta_batch_size < 1:
+            raise ValueError(
+                "`meta_batch_size` must be >= 1. Received: "
+                f"meta_batch_size={meta_batch_size}")
         if inner_steps < 1:
             raise ValueError(
                 f"`inner_steps` must be >= 1. Received: inner_steps={inner_steps}")
@@ -132,6 +171,9 @@ class MetaSparsityTrainer(MultiTaskTrainer):
                          lam=lam if sparse else None,
                          prox=prox if sparse else None, masks=masks, **kwargs)
         self.sparsity = sparsity
+        self.meta_batch_size = int(meta_batch_size)
+        self.episode_sampler = episode_sampler
+        self.seed = int(seed)
         self.inner_steps = int(inner_steps)
         self.inner_lr = float(inner_lr)
         self.first_order = bool(first_order)
@@ -157,6 +199,59 @@ class MetaSparsityTrainer(MultiTaskTrainer):
             name="lambda_grad_implicit")
         self.inner_threshold_tracker = keras.metrics.Mean(
             name="prox_inner_threshold")
+        # A dense reference trained by `fit` starts where this run starts.
+        self.initial_network_weights = (
+            [np.copy(w) for w in network.get_weights()]
+            if self._trains_own_reference() else None)
+
+    def _trains_own_reference(self):
+        controller = self.controller
+        return (controller is not None and controller.reference is None
+                and controller.mode == control_lib.TOLERANCE)
+
+    def fit(self, x=None, y=None, epochs=1, steps_per_epoch=None,
+            validation_data=None, callbacks=None, verbose="auto", **kwargs):
+        """Like `keras.Model.fit`; `x` may be a plain `(images, {task:
+        target})` dataset, which becomes meta-batches of episodes
+        (`trainers.library.meta_batches_from`), or meta-batches already.
+
+        With a plain dataset and a sparsity controller, the run's length
+        sets the controller's schedule, a tolerance-mode run without a
+        `reference` first trains its dense reference, and when training
+        ends the weights of the epoch the run selects are restored (the
+        sparsest within the tolerance, or the best on the budget; see
+        `SparsityConstraint`).
+        """
+        callbacks = list(callbacks or [])
+        controller = self.controller
+        if isinstance(x, tf.data.Dataset) and not library.is_meta_batch(x):
+            steps = library.steps_of(x, steps_per_epoch,
+                                     self.meta_batch_size)
+            probe = None
+            if controller is not None:
+                controller.total_steps = epochs * steps
+                if self._trains_own_reference():
+                    controller.reference = library.train_dense_reference(
+                        self, x, validation_data, epochs, steps, verbose)
+                if controller.mode == control_lib.TOLERANCE:
+                    probe = validation_data
+                callbacks += library.selection_callbacks(self)
+                # The schedule is part of the traced step.
+                self.train_function = None
+            x = library.meta_batches_from(
+                x, len(self.task_specs), self.meta_batch_size,
+                self.episode_sampler, self.seed, probe)
+            steps_per_epoch = steps
+        elif controller is not None and controller.total_steps is None:
+            if not steps_per_epoch:
+                raise ValueError(
+                    "A sparsity controller needs the run's length: pass "
+                    "`steps_per_epoch`.")
+            controller.total_steps = epochs * steps_per_epoch
+        return super().fit(x, y, epochs=epochs,
+                           steps_per_epoch=steps_per_epoch,
+                           validation_data=validation_data,
+                           callbacks=callbacks, verbose=verbose, **kwargs)
 
     def compile(self, optimizer="adam", lambda_optimizer=None, **kwargs):
         """Like `keras.Model.compile`; `lambda_optimizer` updates lambda.
@@ -315,9 +410,7 @@ class MetaSparsityTrainer(MultiTaskTrainer):
         # penalty term's, whose path to lambda runs through the prox ops only
         # (for one inner step it never enters the networks).
         raw = [self.lam.raw.value] if self.learns_lambda else []
-        grads = tape.gradient(
-            query_loss, [*variables, *raw],
-            unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        grads = multitask_gradients(tape, query_loss, [*variables, *raw])
         lam_grad = None
         if self.learns_lambda:
             lam_grad = grads.pop() + tape.gradient(

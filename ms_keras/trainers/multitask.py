@@ -26,6 +26,14 @@ def reducible(logs):
     return logs
 
 
+def gradients(tape, target, sources):
+    """`tape.gradient`, with zeros for sources `target` does not depend on
+    (a task absent from the batch leaves its head unconnected)."""
+    found = tape.gradient(target, sources)
+    return [tf.zeros(s.shape, s.dtype) if g is None else g
+            for g, s in zip(found, sources)]
+
+
 def task_losses(task_specs, targets, predictions):
     """`(losses, labelled)` vectors of a batch (see
     `MultiTaskTrainer.task_losses`)."""
@@ -112,6 +120,7 @@ class MultiTaskTrainer(keras.Model):
         if controller is not None:
             controller.attach(prox, network.backbone)
         self.task_specs = tuple(task_specs)
+        self.loss_weighting_kind = loss_weighting
         self.loss_weighting = losses_lib.build_loss_weighting(
             loss_weighting, len(task_specs))
         self.loss_weighting.build()
@@ -249,17 +258,15 @@ class MultiTaskTrainer(keras.Model):
         return self.prox.apply(self.optimizer, lam)
 
     def train_step(self, data):
-        images, targets = data
+        images, targets, _ = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
             predictions = self.network(images, training=True)
             task_losses, labelled = self.task_losses(targets, predictions)
             total = self.loss_weighting(task_losses, labelled)
             scaled = replica_scale(total)
         variables = self.trainable_variables
-        gradients = tape.gradient(
-            scaled, variables,
-            unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        norm = self.apply_update(gradients, variables)
+        norm = self.apply_update(gradients(tape, scaled, variables),
+                                 variables)
         self.update_metrics(total, task_losses, targets, predictions,
                             labelled)
         trackers = self.evaluation_metrics
@@ -268,7 +275,7 @@ class MultiTaskTrainer(keras.Model):
         return reducible({**self.logs(trackers), "gradient_norm": norm})
 
     def test_step(self, data):
-        images, targets = data
+        images, targets, _ = keras.utils.unpack_x_y_sample_weight(data)
         predictions = self.network(images, training=False)
         task_losses, labelled = self.task_losses(targets, predictions)
         total = self.loss_weighting(task_losses, labelled)

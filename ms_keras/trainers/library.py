@@ -1,0 +1,264 @@
+"""What the trainers need to take a user's model, tasks and data directly.
+
+`MetaSparsityTrainer(model, tasks, **options)` builds its sparsity from the
+option names of the config (`sparsity_control`, `lambda_init`, ...), swaps
+Keras' batch norm for the exact one when second-order meta-gradients are
+asked for, and `fit` turns a plain `(images, {task: target})` dataset into
+meta-batches of episodes. In tolerance mode without a `reference` it trains
+the dense reference itself first (same model, data and steps).
+"""
+
+import keras
+import numpy as np
+from absl import logging
+
+from ms_keras.meta import episodes as episodes_lib
+from ms_keras.models.layers import ExactBatchNormalization
+from ms_keras.sparsity import callbacks as sparsity_callbacks
+from ms_keras.sparsity import control as control_lib
+from ms_keras.sparsity import proximal
+from ms_keras.sparsity.lam import SparsityStrength
+
+
+def build_sparsity(backbone, sparsity, sparsity_control=None,
+                   lambda_init=None, lambda_beta=1.0,
+                   prox_step=proximal.ADAM_METRIC_RESET, preserve_norm=True,
+                   target_sparsity=None, target_flops_speedup=None,
+                   quality_tolerance=None, reference=None, num_tasks=1):
+    """`(lam, prox, controller)` of a sparse meta-training run from the
+    config's option names (see `config.MetaConfig`).
+
+    The controller of `budget` and `tolerance` modes learns the run's
+    length at `fit` (`SparsityController.total_steps`).
+
+    Raises:
+        ValueError: for options that do not fit together.
+    """
+    control = sparsity_control or control_lib.TOLERANCE
+    if control not in control_lib.CONTROLS:
+        raise ValueError(
+            f"`sparsity_control` must be one of "
+            f"{', '.join(control_lib.CONTROLS)}. Received: "
+            f"sparsity_control={sparsity_control}")
+    if control == control_lib.PAPER and lambda_init is None:
+        raise ValueError(
+            "sparsity_control='paper' needs `lambda_init`: lambda's start "
+            "decides the sparsity there.")
+    if control == control_lib.TOLERANCE and quality_tolerance is None:
+        quality_tolerance = 2.0
+    lam = SparsityStrength(lambda_init or control_lib.DEFAULT_LAMBDA_INIT,
+                           beta=lambda_beta,
+                           learnable=control == control_lib.PAPER,
+                           name="lam")
+    prox = proximal.OuterProx(backbone, sparsity, prox_step, preserve_norm)
+    controller = None
+    if control != control_lib.PAPER:
+        controller = control_lib.SparsityController(
+            control, None, target_sparsity=target_sparsity,
+            target_flops_speedup=target_flops_speedup,
+            quality_tolerance=quality_tolerance, reference=reference,
+            num_tasks=num_tasks, name="controller")
+    return lam, prox, controller
+
+
+def _exact(layer):
+    if not isinstance(layer, keras.layers.BatchNormalization):
+        return None
+    if layer.axis not in (-1, [-1], [3], 3, (-1,), (3,)):
+        raise ValueError(
+            f"Layer '{layer.name}' normalises axis {layer.axis}; the exact "
+            "batch norm normalises the channel axis of NHWC inputs (-1).")
+    return ExactBatchNormalization(
+        momentum=layer.momentum, epsilon=layer.epsilon, center=layer.center,
+        scale=layer.scale, name=layer.name, trainable=layer.trainable)
+
+
+def swap_batch_norms(model):
+    """A functional model with every `keras.layers.BatchNormalization`
+    replaced by `ExactBatchNormalization` (same weights and statistics).
+
+    Keras' batch norm computes its moments with `tf.nn.moments`, whose
+    second derivative is not exact (README, the meta-step): second-order
+    meta-gradients through it would be silently approximate.
+
+    Returns:
+        `(model, names)`: the model (itself when nothing was swapped) and
+        the names of the swapped layers.
+    """
+    names = [layer.name for layer in model.layers
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    if not names:
+        return model, []
+    swapped = keras.models.clone_model(
+        model, clone_function=lambda layer: _exact(layer) or
+        layer.__class__.from_config(layer.get_config()))
+    for layer in model.layers:
+        if layer.weights:
+            target = swapped.get_layer(layer.name)
+            if isinstance(layer, keras.layers.BatchNormalization):
+                values = {w.name: w.numpy() for w in layer.weights}
+                target.set_weights([values[w.name] for w in target.weights])
+            else:
+                target.set_weights(layer.get_weights())
+    return swapped, names
+
+
+def exact_second_order(network):
+    """Swaps the batch norms of `network`'s backbone and heads in place;
+    returns the swapped layers' names (also logged)."""
+    swapped = []
+    network.backbone, names = swap_batch_norms(network.backbone)
+    swapped += names
+    for task in list(network.heads):
+        network.heads[task], names = swap_batch_norms(network.heads[task])
+        swapped += [f"{task}/{name}" for name in names]
+    if swapped:
+        logging.warning(
+            "Second-order meta-gradients: %d Keras BatchNormalization "
+            "layers swapped for ExactBatchNormalization (%s).",
+            len(swapped), ", ".join(swapped[:5])
+            + (", ..." if len(swapped) > 5 else ""))
+    return swapped
+
+
+def is_meta_batch(dataset):
+    """Whether a dataset already yields meta-batches (dicts of episodes)."""
+    spec = getattr(dataset, "element_spec", None)
+    return isinstance(spec, dict) and "support_images" in spec
+
+
+def meta_batches_from(dataset, num_tasks, meta_batch_size=1,
+                      episode_sampler=episodes_lib.ALL_TASKS, seed=0,
+                      probe=None):
+    """Meta-batches from one `(images, {task: target})` dataset.
+
+    Consecutive batches alternate as support and query, so the two of an
+    episode never share an example (the built-in path draws them from
+    disjoint halves of the training split instead).
+
+    Args:
+        dataset: a batched `tf.data.Dataset`; repeated here.
+        num_tasks: the tasks of the trainer.
+        meta_batch_size: episodes per meta-step.
+        episode_sampler: see `episodes.episode_table`.
+        seed: seed of the episode draws.
+        probe: optional batched validation dataset (tolerance mode).
+    """
+    repeated = dataset.repeat()
+    support, query = repeated.shard(2, 0), repeated.shard(2, 1)
+    table = episodes_lib.episode_table(episode_sampler, num_tasks)
+    if probe is not None:
+        probe = probe.unbatch().repeat().batch(
+            _batch_size(dataset), drop_remainder=True)
+    return episodes_lib.meta_batches(support, query, table, meta_batch_size,
+                                     seed, probe=probe)
+
+
+def _batch_size(dataset):
+    images = dataset.element_spec[0]
+    size = images.shape[0]
+    if size is None:
+        for batch in dataset.take(1):
+            size = int(batch[0].shape[0])
+    return int(size)
+
+
+def steps_of(dataset, steps_per_epoch, meta_batch_size):
+    """Meta-steps per epoch: given, else one pass over a finite dataset."""
+    if steps_per_epoch:
+        return int(steps_per_epoch)
+    count = int(dataset.cardinality())
+    if count <= 0:
+        raise ValueError(
+            "fit() on an infinite (or unknown-length) dataset needs "
+            "`steps_per_epoch`.")
+    return max(1, count // (2 * meta_batch_size))
+
+
+def train_dense_reference(trainer, dataset, validation_data, epochs, steps,
+                          verbose):
+    """Trains the dense reference of a tolerance-mode trainer: its network
+    from its initial weights as plain multi-task learning, same data,
+    optimizer and optimizer steps; returns its `control.ReferenceCurve`."""
+    from ms_keras.trainers.multitask import MultiTaskTrainer  # noqa: PLC0415
+
+    if validation_data is None:
+        raise ValueError(
+            "sparsity_control='tolerance' compares validation losses with a "
+            "dense reference: fit() needs `validation_data`.")
+    network = trainer.network
+    dense = network.__class__.from_config(network.get_config())
+    dense.set_weights(trainer.initial_network_weights)
+    reference = MultiTaskTrainer(dense, trainer.task_specs,
+                                 trainer.loss_weighting_kind)
+    optimizer = trainer.optimizer.__class__.from_config(
+        trainer.optimizer.get_config())
+    reference.compile(optimizer=optimizer)
+    history = reference.fit(dataset.repeat(), epochs=epochs,
+                            steps_per_epoch=steps,
+                            validation_data=validation_data, verbose=verbose)
+    names = [t.name for t in trainer.task_specs]
+    losses = np.array([history.history[f"val_{n}_loss"] for n in names]).T
+    best = int(np.argmin(history.history["val_task_losses"]))
+    return control_lib.ReferenceCurve(
+        np.arange(1, len(losses) + 1) / epochs, losses, losses[best])
+
+
+class KeepBestEligible(keras.callbacks.Callback):
+    """Keeps, in memory, the weights of the epoch a controlled run selects
+    (the sparsest that meets a tolerance, the best on a budget) and restores
+    them when training ends, like `EarlyStopping(restore_best_weights=True)`.
+
+    Args:
+        monitor, mode, eligible, fallback: as `AtomicBestCheckpoint`.
+    """
+
+    def __init__(self, monitor, mode, eligible, fallback=None):
+        super().__init__()
+        self.monitor, self.mode = monitor, mode
+        self.eligible = eligible
+        self.fallback = fallback or (monitor, mode)
+        self.best = None
+        self.best_eligible = False
+        self.best_epoch = None
+        self._weights = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        eligible = bool(logs.get(self.eligible, 0.0))
+        if self.best_eligible and not eligible:
+            return
+        monitor, mode = (self.monitor, self.mode) if eligible else (
+            self.fallback)
+        value = float(logs[monitor])
+        better = (self.best is None or eligible != self.best_eligible
+                  or (value < self.best if mode == "min"
+                      else value > self.best))
+        if better:
+            self.best, self.best_eligible = value, eligible
+            self.best_epoch = epoch + 1
+            self._weights = [np.copy(v) for v in self.model.get_weights()]
+
+    def on_train_end(self, logs=None):
+        if self._weights is not None:
+            self.model.set_weights(self._weights)
+
+
+def selection_callbacks(trainer):
+    """The constraint check and the in-memory selection of a controlled
+    `fit` on a plain dataset."""
+    controller = trainer.controller
+    tolerance = controller.mode == control_lib.TOLERANCE
+    constraint = sparsity_callbacks.SparsityConstraint(
+        trainer.network.backbone, controller.mode,
+        target_sparsity=controller.target_sparsity,
+        target_flops_speedup=controller.target_flops_speedup,
+        quality_tolerance=controller.quality_tolerance,
+        reference=controller.reference.final if tolerance else None,
+        task_names=trainer.task_names)
+    if tolerance:
+        keep = KeepBestEligible("sparsity_parameter", "max",
+                                "constraint_holds", ("val_quality_gap", "min"))
+    else:
+        keep = KeepBestEligible("val_task_losses", "min", "constraint_holds")
+    return [constraint, keep]

@@ -160,9 +160,8 @@ def reference_curve(path, task_names):
     losses = np.array([history[f"val_{t}_loss"] for t in task_names]).T
     planned = recorded["training"]["epochs"]
     fractions = np.arange(1, len(losses) + 1) / planned
-    final = [metrics["validation"][t]["loss"] for t in task_names]
     try:
-        return control_lib.ReferenceCurve(fractions, losses, final)
+        return control_lib.ReferenceCurve(fractions, losses)
     except ValueError as e:
         raise ValueError(f"--reference_dir={path}: {e}") from None
 
@@ -175,11 +174,11 @@ def reference_losses(path, task_names):
 
 def probe_window(config):
     """Steps over which a tolerance-mode run averages its validation
-    probes: two passes over the validation split, at least 10 (the model's
+    probes: four passes over the validation split, at least 10 (the model's
     own step-to-step changes are the larger noise)."""
     examples = data_lib.num_examples(config.data, "validation")
     per_step = config.training.batch_size * config.meta.meta_batch_size
-    return max(10, 2 * -(-examples // per_step))
+    return max(10, 4 * -(-examples // per_step))
 
 
 def build_controller(config, training=True):

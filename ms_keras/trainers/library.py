@@ -199,9 +199,8 @@ def train_dense_reference(trainer, dataset, validation_data, epochs, steps,
                             validation_data=validation_data, verbose=verbose)
     names = [t.name for t in trainer.task_specs]
     losses = np.array([history.history[f"val_{n}_loss"] for n in names]).T
-    best = int(np.argmin(history.history["val_task_losses"]))
     return control_lib.ReferenceCurve(
-        np.arange(1, len(losses) + 1) / epochs, losses, losses[best])
+        np.arange(1, len(losses) + 1) / epochs, losses)
 
 
 class KeepBestEligible(keras.callbacks.Callback):

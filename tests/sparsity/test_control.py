@@ -215,6 +215,16 @@ def test_the_settled_controller_is_held_to_the_finished_reference():
         pytest.approx(0.01, abs=1e-5))
 
 
+def test_a_references_finished_quality_averages_its_last_quarter():
+    losses = np.array([[8.0], [4.0], [2.0], [1.2], [1.0], [1.3], [1.1],
+                       [0.9]])
+    np.testing.assert_allclose(control.final_losses(losses), [1.0])
+    curve = control.ReferenceCurve(np.arange(1, 9) / 8, losses)
+    np.testing.assert_allclose(curve.final, [1.0])
+    np.testing.assert_allclose(control.final_losses([[3.0, 2.0]]),
+                               [3.0, 2.0])
+
+
 def test_reference_curve_refuses_unusable_points():
     with pytest.raises(ValueError, match="increase"):
         control.ReferenceCurve([0.5, 0.5], [[1.0], [1.0]])

@@ -11,6 +11,7 @@ from ms_keras import run_dir
 from ms_keras.data import pipeline
 from ms_keras.meta import episodes as episodes_lib
 from ms_keras.models import build_multitask_model
+from ms_keras.models.backbone import load_resnet50_weights
 from ms_keras.sparsity import callbacks as sparsity_callbacks
 from ms_keras.sparsity import control as control_lib
 from ms_keras.sparsity import proximal
@@ -20,13 +21,19 @@ from ms_keras.trainers.meta_sparsity import MetaSparsityTrainer
 from ms_keras.trainers.multitask import MultiTaskTrainer
 
 
-def build_network(config):
-    """The `MultiTaskModel` of `config`."""
-    return build_multitask_model(
-        config.data.spec, config.task_specs, config.model.backbone,
-        config.data.image_size, activation=config.model.activation,
-        head_filters=config.model.head_filters or None,
-        aspp_rates=config.model.aspp_rates)
+def build_network(config, load_weights=False):
+    """The `MultiTaskModel` of `config`; with `load_weights`, its backbone
+    starts from `config.model.backbone_weights` (when set)."""
+    model = config.model
+    network = build_multitask_model(
+        config.data.spec, config.task_specs, model.backbone,
+        config.data.image_size, activation=model.activation,
+        head_filters=model.head_filters or None,
+        aspp_rates=model.aspp_rates,
+        normalization="caffe" if model.backbone_weights else "imagenet")
+    if load_weights and model.backbone_weights:
+        load_resnet50_weights(network.backbone, model.backbone_weights)
+    return network
 
 
 def build_optimizer(training):
@@ -231,13 +238,15 @@ def transfer_from(network, transfer):
 def build_trainer(config, training=True):
     """A compiled, built trainer for `config`.
 
-    Weights are freshly initialised, or start from `config.transfer`.
-    With `training=False` (evaluation, export) a tolerance-mode trainer is
-    built without reading its dense reference.
+    Weights are freshly initialised (or from `--backbone_weights`), or start
+    from `config.transfer`. With `training=False` (evaluation, export) no
+    weights file is read: a tolerance-mode trainer is built without its
+    dense reference, a backbone without its start.
     """
+    training_run = training
     training = config.training
     keras.utils.set_random_seed(training.seed)
-    network = build_network(config)
+    network = build_network(config, load_weights=training_run)
     if config.transfer:
         transfer_from(network, config.transfer)
     lam = build_lambda(config)

@@ -98,16 +98,24 @@ class ModelConfig:
         activation: `relu` or `gelu`.
         head_filters: head width (0: the backbone's default).
         aspp_rates: dilation rates of the ASPP branches.
+        backbone_weights: a `keras.applications.ResNet50` weights file the
+            `resnet50_d8` backbone starts from (e.g. ImageNet's; see
+            `models.backbone.load_resnet50_weights`).
     """
 
     backbone: str = "resnet_tiny"
     activation: str = "relu"
     head_filters: int = 0
     aspp_rates: tuple = DEFAULT_ASPP_RATES
+    backbone_weights: typing.Optional[str] = None
 
     def __post_init__(self):
         _as_tuple(self, "aspp_rates")
         _check_choice(self, "backbone", tuple(BACKBONES))
+        _check(not self.backbone_weights or self.backbone == "resnet50_d8",
+               f"--backbone_weights={self.backbone_weights} loads "
+               "keras.applications ResNet50 weights into --backbone="
+               f"resnet50_d8 (got --backbone={self.backbone}).")
         _check_choice(self, "activation", ACTIVATIONS)
         _check_non_negative(self, "head_filters")
         _check(self.aspp_rates and min(self.aspp_rates) > 0,

@@ -450,6 +450,11 @@ def prepare(config, strategy=None, overwrite=False):
             raise ValueError(f"--from_dir={e}") from None
     if config.sparsity_control is not None:
         check_control(config)
+    if config.model.backbone_weights:
+        if not os.path.isfile(config.model.backbone_weights):
+            raise ValueError(f"--backbone_weights="
+                             f"{config.model.backbone_weights}: no such file.")
+        build.build_network(config, load_weights=True)  # refuses a bad file
     if config.needs_own_reference and isinstance(
             strategy, tf.distribute.MultiWorkerMirroredStrategy):
         raise ValueError(

@@ -215,8 +215,14 @@ def define_model_flags():
     define_int_list(
         "aspp_rates", list(config_lib.ModelConfig().aspp_rates),
         "Dilation rates of the ASPP branches.")
+    flags.DEFINE_string(
+        "backbone_weights", None, "A keras.applications ResNet50 weights "
+        "file (e.g. ImageNet's, saved with keras.applications.ResNet50("
+        "weights='imagenet', include_top=False).save_weights(...)) that "
+        "--backbone=resnet50_d8 starts from.")
     _section_validator(
-        ("backbone", "activation", "head_filters", "aspp_rates"),
+        ("backbone", "activation", "head_filters", "aspp_rates",
+         "backbone_weights"),
         lambda v: _fields(config_lib.ModelConfig, v))
 
 

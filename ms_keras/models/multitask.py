@@ -89,7 +89,8 @@ def build_head(task, feature_shape, image_size, filters, aspp_rates,
 
 def build_multitask_model(dataset, tasks, backbone, image_size,
                           activation="relu", head_filters=None,
-                          aspp_rates=DEFAULT_ASPP_RATES):
+                          aspp_rates=DEFAULT_ASPP_RATES,
+                          normalization="imagenet"):
     """Builds the hard-parameter-sharing multi-task model.
 
     Args:
@@ -100,6 +101,8 @@ def build_multitask_model(dataset, tasks, backbone, image_size,
         activation: activation used throughout (`relu` or `gelu`).
         head_filters: width of the heads; None uses the backbone's default.
         aspp_rates: dilation rates of the ASPP branches.
+        normalization: the backbone's input normalisation (`imagenet`, or
+            `caffe` for keras.applications ResNet50 weights).
 
     Returns:
         A built `MultiTaskModel` taking `(batch, h, w, 3)` images in [0, 1].
@@ -117,7 +120,7 @@ def build_multitask_model(dataset, tasks, backbone, image_size,
         raise ValueError(
             f"Unknown backbone '{backbone}'. Allowed: {', '.join(BACKBONES)}")
     filters = head_filters or BACKBONES[backbone].head_filters
-    trunk = build_backbone(backbone, image_size, activation)
+    trunk = build_backbone(backbone, image_size, activation, normalization)
     feature_shape = tuple(trunk.output.shape[1:])
     heads = {task.name: build_head(task, feature_shape, image_size, filters,
                                    aspp_rates, activation)

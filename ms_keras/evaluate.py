@@ -19,6 +19,7 @@ from absl import flags
 
 from ms_keras import data as data_lib
 from ms_keras import experiment
+from ms_keras import results as outcomes
 from ms_keras import flags as ms_flags
 from ms_keras import run_dir
 from ms_keras import runtime
@@ -68,7 +69,7 @@ def run(config, split="test", tasks=None):
         run's tasks), also written to `<model_dir>/evaluation_<split>.json`.
     """
     trainer = experiment.build_for_evaluation(config)
-    results = experiment.evaluate_split(trainer, config, split)
+    results = outcomes.evaluate_split(trainer, config, split)
     if tasks:
         results = {k: v for k, v in results.items()
                    if k in tasks or k == "loss"}

@@ -4,40 +4,30 @@ The binaries map flags onto an `ExperimentConfig`, call `prepare` (checks,
 claims the run directory) and `run`; nothing here reads flags.
 """
 
-import hashlib
 import os
 import shutil
 import tempfile
 
 import keras
-import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from ms_keras import build
 from ms_keras import console
+from ms_keras import control_run
 from ms_keras import config as config_lib
 from ms_keras import data as data_lib
-from ms_keras import metrics as metrics_lib
+from ms_keras import results
 from ms_keras import run_dir
 from ms_keras import runtime
 from ms_keras import tasks as tasks_lib
 from ms_keras.sparsity import callbacks as sparsity_callbacks
-from ms_keras.sparsity import control as control_lib
-from ms_keras.sparsity import structure as sparsity_structure
 from ms_keras.sparsity import pruning as pruning_lib
-from ms_keras.sparsity.stats import SparsityMeter
 from ms_keras.trainers.checkpoint import AtomicBestCheckpoint
 from ms_keras.trainers.checkpoint import DeltaMLogger
 from ms_keras.trainers import backup
 from ms_keras.trainers import safety
 from ms_keras.trainers.checkpoint import TrainingTimer
-
-
-def monitored(training):
-    """`(log name, mode)` of the model-selection figure."""
-    lower_is_better = config_lib.MONITORS[training.monitor]
-    return f"val_{training.monitor}", "min" if lower_is_better else "max"
 
 
 def reference_validation(path):
@@ -55,44 +45,9 @@ def reference_validation(path):
             f"metrics ({run_dir.METRICS_FILE}).") from None
 
 
-def selection(config):
-    """`(monitor, mode, eligible, fallback)` of the best checkpoint.
-
-    A tolerance-mode run keeps its sparsest epoch that meets the tolerance
-    (or, if none does, the one closest to it); a budget run the best
-    `--monitor` value among epochs on the budget; a pruning run the best
-    among epochs with its budget in force.
-    """
-    monitor, mode = monitored(config.training)
-    control = config.sparsity_control
-    if control == control_lib.TOLERANCE:
-        return ("sparsity_parameter", "max", "constraint_holds",
-                ("val_quality_gap", "min"))
-    if control == control_lib.BUDGET:
-        return monitor, mode, "constraint_holds", None
-    if config.pruning:
-        return monitor, mode, "pruning_target_reached", None
-    return monitor, mode, None, None
-
-
-def sparsity_constraint(config, trainer):
-    """The `SparsityConstraint` callback of a budget or tolerance run."""
-    meta = config.meta
-    reference = None
-    if config.sparsity_control == control_lib.TOLERANCE:
-        reference = build.reference_losses(build.reference_run_dir(config),
-                                           config.tasks)
-    return sparsity_callbacks.SparsityConstraint(
-        trainer.network.backbone, config.sparsity_control,
-        target_sparsity=meta.target_sparsity,
-        target_flops_speedup=meta.target_flops_speedup,
-        quality_tolerance=meta.quality_tolerance, reference=reference,
-        task_names=config.tasks)
-
-
 def _callbacks(config, trainer, initial_epoch=0):
     model_dir = config.model_dir
-    monitor, mode = monitored(config.training)
+    monitor, mode = control_run.monitored(config.training)
     callbacks = [
         safety.NonFiniteGuard(config.tasks),
         backup.EpochBackup(run_dir.path(model_dir, run_dir.BACKUP_DIR)),
@@ -109,9 +64,10 @@ def _callbacks(config, trainer, initial_epoch=0):
             model_dir, trainer.network.backbone, trainer.lam,
             config.sparsity.sparsity_log_steps, trainer.controller))
     if trainer.controller is not None:
-        callbacks.append(sparsity_constraint(config, trainer))
+        callbacks.append(control_run.sparsity_constraint(config, trainer))
     callbacks.append(AtomicBestCheckpoint(
-        run_dir.path(model_dir, run_dir.BEST_WEIGHTS), *selection(config)))
+        run_dir.path(model_dir, run_dir.BEST_WEIGHTS),
+        *control_run.selection(config)))
     # Last, so that they record what the callbacks above add to the logs.
     callbacks.append(keras.callbacks.TensorBoard(log_dir=model_dir,
                                                  write_graph=False))
@@ -120,7 +76,7 @@ def _callbacks(config, trainer, initial_epoch=0):
     if config.training.verbose == 2:
         callbacks.append(console.EpochLines(
             config.task_specs, config.training.epochs,
-            "reference " if is_reference(config) else ""))
+            "reference " if control_run.is_reference(config) else ""))
     if config.training.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=monitor, mode=mode,
@@ -138,16 +94,6 @@ def _first_eligible_epoch(config):
         pruning.method, build.total_steps(config), pruning.pruning_rounds,
         pruning.pruning_begin_step, pruning.pruning_end_step) // (
             build.steps_per_epoch(config))
-
-
-def evaluate_split(trainer, config, split):
-    """Runs `trainer` over a whole split; returns `{task: {metric: v}}`."""
-    batches = data_lib.load(config.data, config.task_specs, split,
-                            config.training.batch_size, training=False)
-    logs = trainer.evaluate(batches, verbose=0, return_dict=True)
-    grouped = metrics_lib.group_results(logs, trainer.task_names)
-    grouped["loss"] = float(logs["loss"])
-    return grouped
 
 
 def check_has_checkpoint(config):
@@ -227,140 +173,6 @@ def resolve_run_tasks(config, requested, allow_none=False):
     return names
 
 
-def fingerprint(trainer):
-    """SHA-256 of the network's weights and lambda: equal exactly when two
-    processes (replicas, workers, repeated runs) hold the same model."""
-    digest = hashlib.sha256()
-    for weight in trainer.network.weights:
-        digest.update(np.ascontiguousarray(np.asarray(weight)).tobytes())
-    if trainer.lam is not None:
-        digest.update(np.asarray(trainer.lam.raw).tobytes())
-    return digest.hexdigest()
-
-
-def final_metrics(trainer, config):
-    """The `metrics.json` payload: test and validation metrics of the kept
-    checkpoint, its sparsity and lambda, and which epoch was kept."""
-    metrics = {
-        "fingerprint": fingerprint(trainer),
-        "test": evaluate_split(trainer, config, "test"),
-        "validation": evaluate_split(trainer, config, "validation"),
-        "sparsity": SparsityMeter(trainer.network.backbone).measure(),
-        "lambda": None if trainer.lam is None else float(trainer.lam.value()),
-    }
-    record = run_dir.read_json(run_dir.path(
-        config.model_dir, run_dir.BEST_RECORD))
-    if config.pruning:
-        pruning = config.pruning
-        metrics["pruning"] = {
-            "method": pruning.method, "mask": pruning.pruning_mask,
-            "target_percent": build.pruning_target(pruning),
-            "achieved_percent": pruning_lib.parameter_percent(
-                trainer.masks.masks()),
-            "budget_from": pruning.budget_from,
-            "mask_from": pruning.mask_from}
-        if pruning.target_flops_speedup is not None:
-            # The budget is in removed FLOPs: target_percent is their share.
-            metrics["pruning"].update(
-                measure="flops", target_flops_speedup=(
-                    pruning.target_flops_speedup),
-                achieved_flops_speedup=metrics["sparsity"]["flops_speedup"])
-    metrics["selection"] = {
-        "monitor": record["monitor"], "value": record["best"],
-        "epoch": record["epoch"], "eligible": record.get("eligible", True),
-        "parameter_sparsity_percent": metrics["sparsity"][
-            "parameter_percent"],
-        "lambda": metrics["lambda"]}
-    if config.mode == "meta" and config.sparse:
-        metrics["sparsity_control"] = control_record(config, metrics)
-    if config.transfer:
-        source = run_dir.read_json(run_dir.path(config.transfer.from_dir,
-                                                run_dir.METRICS_FILE))
-        metrics["init_from"] = {
-            "model_dir": config.transfer.from_dir, "lambda": source["lambda"],
-            "tasks": sorted(set(source["test"]) - {"loss"}),
-            "train_scope": config.transfer.train_scope}
-    return metrics
-
-
-def control_record(config, metrics):
-    """`metrics.json`'s `sparsity_control`: the mode, its constraint, and
-    whether the kept checkpoint meets it (measured on validation)."""
-    meta = config.meta
-    control = meta.sparsity_control
-    record = {"mode": control, "lambda_init": meta.lambda_init}
-    if control == control_lib.PAPER:
-        record["constraint"] = None
-        return record
-    if control == control_lib.BUDGET:
-        if meta.target_flops_speedup is not None:
-            target, achieved = meta.target_flops_speedup, metrics[
-                "sparsity"]["flops_speedup"]
-            record["constraint"] = {
-                "measure": "flops_speedup", "target": target,
-                "slack": control_lib.FLOPS_SLACK}
-        else:
-            target, achieved = meta.target_sparsity, metrics["sparsity"][
-                "parameter_percent"]
-            record["constraint"] = {
-                "measure": "parameter_percent", "target": target,
-                "slack": control_lib.PARAMETER_SLACK}
-        record["achieved"] = float(achieved)
-        record["holds"] = bool(abs(achieved - target) <= record["constraint"][
-            "slack"])
-        return record
-    reference_dir = build.reference_run_dir(config)
-    reference = build.reference_losses(reference_dir, config.tasks)
-    validation = metrics["validation"]
-    gaps = {task: float(100.0 * (validation[task]["loss"] / reference[i]
-                                 - 1.0))
-            for i, task in enumerate(config.tasks)}
-    record["constraint"] = {
-        "measure": "validation loss of every task against the finished "
-                   "dense reference's",
-        "tolerance_percent": meta.quality_tolerance,
-        "reference_dir": reference_dir}
-    record["quality_gap_percent"] = max(gaps.values())
-    record["task_gap_percent"] = gaps
-    record["holds"] = bool(
-        record["quality_gap_percent"] <= meta.quality_tolerance)
-    reference_metrics = run_dir.read_json(run_dir.path(
-        reference_dir, run_dir.METRICS_FILE))
-    record["reference_test"] = reference_metrics["test"]
-    return record
-
-
-def cost(config):
-    """`cost.json`: training time (summed over resumes) and the tuned values;
-    kept out of `metrics.json`, which is identical for identical runs."""
-    record = {
-        "train_seconds": run_dir.read_json(run_dir.path(
-            config.model_dir, run_dir.TIME_RECORD))["train_seconds"],
-        "tuned_values": config.training.tuned_values}
-    # The runs this one starts from or takes its mask from are part of its
-    # price (Table 6 charges one-shot pruning its dense training).
-    sources = {
-        "source_train_seconds": config.transfer and config.transfer.from_dir,
-        "mask_source_train_seconds": (config.pruning
-                                      and config.pruning.mask_from)}
-    for key, source_dir in sources.items():
-        source = source_dir and run_dir.path(source_dir, run_dir.COST_FILE)
-        if source and os.path.exists(source):
-            record[key] = run_dir.read_json(source)["train_seconds"]
-    return record
-
-
-def save_masks(trainer, path):
-    """Writes `{conv name: bool kernel mask}` of the backbone to an .npz."""
-    masks = SparsityMeter(trainer.network.backbone).masks()
-
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **masks)
-
-    run_dir.atomic_write(path, write)
-
-
 def _identity_of(recorded):
     return config_lib.from_dict(recorded).identity()
 
@@ -399,17 +211,9 @@ def check_control(config):
                 f"{config.data.dataset}.")
         build.reference_curve(path, config.tasks)
     if meta.target_flops_speedup is not None:
-        check_flops_target(config, meta.target_flops_speedup)
+        control_run.check_flops_target(config, meta.target_flops_speedup)
 
 
-def check_flops_target(config, speedup):
-    """Raises ValueError for a FLOPs speed-up the backbone cannot reach."""
-    backbone = build.build_network(config).backbone
-    most = sparsity_structure.FlopsModel(backbone).max_speedup()
-    if speedup >= most:
-        raise ValueError(
-            f"--target_flops_speedup={speedup}: this backbone reaches at most "
-            f"{most:.2f}x, with every group zeroed.")
 
 
 def prepare(config, strategy=None, overwrite=False):
@@ -442,7 +246,8 @@ def prepare(config, strategy=None, overwrite=False):
     if config.pruning:
         build.check_pruning(config.pruning)
         if config.pruning.target_flops_speedup is not None:
-            check_flops_target(config, config.pruning.target_flops_speedup)
+            control_run.check_flops_target(
+                config, config.pruning.target_flops_speedup)
     if config.transfer:
         try:
             load_config(config.transfer.from_dir, require_finished=True)
@@ -518,12 +323,6 @@ def run(config, strategy=None):
             shutil.rmtree(config.model_dir, ignore_errors=True)
 
 
-def is_reference(config):
-    """Whether `config` is a tolerance-mode run's own dense reference."""
-    return (config.meta is None and os.path.basename(os.path.normpath(
-        config.model_dir)) == run_dir.REFERENCE_DIR)
-
-
 def train_reference(config, strategy):
     """Trains a tolerance-mode run's dense reference into
     `<model_dir>/reference` (same data, model, seed and optimizer steps),
@@ -562,7 +361,7 @@ def _train_and_record(config, strategy, chief):
     steps_trained = int(keras.ops.convert_to_numpy(
         trainer.optimizer.iterations))
     load_best_weights(trainer, config)
-    metrics = final_metrics(trainer, config)
+    metrics = results.final_metrics(trainer, config)
     epochs = backup.read_history(run_dir.path(config.model_dir,
                                               run_dir.HISTORY_RECORD))
     metrics["steps"] = steps_trained
@@ -572,9 +371,9 @@ def _train_and_record(config, strategy, chief):
         model_dir = config.model_dir
         run_dir.atomic_write(run_dir.path(model_dir, run_dir.MODEL_FILE),
                              trainer.network.save)
-        save_masks(trainer, run_dir.path(model_dir, run_dir.MASK_FILE))
+        results.save_masks(trainer, run_dir.path(model_dir, run_dir.MASK_FILE))
         run_dir.write_json(run_dir.path(model_dir, run_dir.COST_FILE),
-                           cost(config))
+                           results.cost(config))
         run_dir.write_json(run_dir.path(model_dir, run_dir.METRICS_FILE),
                            metrics)
     return metrics

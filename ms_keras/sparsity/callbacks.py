@@ -8,11 +8,9 @@ The prox and the patterns themselves are applied inside the trainers' steps
 import os
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from ms_keras.sparsity import control as control_lib
-from ms_keras.sparsity import groups as groups_lib
 from ms_keras.sparsity import pruning as pruning_lib
 from ms_keras.sparsity import structure as structure_lib
 from ms_keras.sparsity.stats import SparsityMeter

@@ -9,7 +9,6 @@ function. Heads are copied unchanged (the backbone output is never slimmed).
 """
 
 import keras
-import numpy as np
 
 from ms_keras.models import MultiTaskModel
 from ms_keras.sparsity import groups as groups_lib

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from ms_keras.models.backbone import build_backbone
+from ms_keras.sparsity import budget
 from ms_keras.sparsity import control
 from ms_keras.sparsity import groups as groups_lib
 from ms_keras.sparsity import proximal
@@ -50,7 +51,7 @@ def test_inverse_softplus_round_trips_down_to_tiny_values():
 def test_budget_lambda_zeroes_the_requested_share_of_parameters(percent):
     backbone, optimizer = trained_backbone()
     prox = proximal.OuterProx(backbone, "channel")
-    ranking = control.GroupRanking(prox, backbone)
+    ranking = budget.GroupRanking(prox, backbone)
     lams = ranking.death_lambdas(optimizer)
     lam = ranking.lambda_for_parameters(lams, percent) * (1 + 1e-5)
     prox.apply(optimizer, lam)
@@ -91,7 +92,7 @@ def test_budget_lambda_reaches_a_flops_speedup_with_the_fewest_groups(
         speedup):
     backbone, optimizer = trained_backbone()
     prox = proximal.OuterProx(backbone, "channel")
-    ranking = control.GroupRanking(prox, backbone)
+    ranking = budget.GroupRanking(prox, backbone)
     lams = ranking.death_lambdas(optimizer)
     lam = ranking.lambda_for_speedup(lams, speedup)
     prox.apply(optimizer, lam * (1 + 1e-5))
@@ -108,7 +109,7 @@ def test_budget_lambda_reaches_a_flops_speedup_with_the_fewest_groups(
 def test_controller_refuses_an_unreachable_flops_budget():
     backbone, _ = trained_backbone()
     prox = proximal.OuterProx(backbone, "channel")
-    most = control.GroupRanking(prox, backbone).structure.max_speedup()
+    most = budget.GroupRanking(prox, backbone).structure.max_speedup()
     controller = control.SparsityController(
         "budget", 10, target_flops_speedup=most + 0.5)
     with pytest.raises(ValueError, match="reaches at most"):

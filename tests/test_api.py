@@ -279,3 +279,11 @@ def test_the_readme_example_runs_as_written(tmp_path):
     assert "'parameter_percent'" in result.stdout
     assert (tmp_path / "runs" / "your_own_model_export" / "model.tflite"
             ).exists()
+
+
+def test_the_readme_shows_the_example_as_it_is():
+    with open(os.path.join(REPO, "README.md")) as f:
+        readme = f.read()
+    with open(os.path.join(REPO, "examples", "your_own_model.py")) as f:
+        example = f.read().rstrip()
+    assert f"```python\n{example}\n```" in readme

@@ -128,6 +128,9 @@ def test_keras_applications_backbones_slim_exactly():
                 weights=None), 32),
             (lambda: keras.applications.ResNet50(
                 input_shape=(32, 32, 3), include_top=False, weights=None),
+             32),
+            (lambda: keras.applications.ResNet50V2(
+                input_shape=(32, 32, 3), include_top=False, weights=None),
              32)):
         backbone = make()
         randomise_statistics(backbone, rng)

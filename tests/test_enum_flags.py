@@ -34,7 +34,7 @@ RUNS = {
                                    prox_step="adam_metric_reset"),
     "fixed_stl": dict(mode="stl", tasks=["2"], sparsity="channel", lam=0.05,
                       prox_step="adam_metric", preserve_norm=False),
-    "dense_mtl_resnet18": dict(mode="mtl", tasks=["1", "4"],
+    "dense_mtl_resnet18": dict(mode="mtl", tasks=["1", "4"], sparsity="none",
                                backbone="resnet18_d8", steps_per_epoch=1),
 }
 

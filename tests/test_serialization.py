@@ -54,6 +54,10 @@ def _examples():
             metrics.NormalCosineSimilarity(), (NORMALS, MAPS)),
         "ms_keras>NormalAngleMean": (metrics.NormalAngleMean(),
                                      (NORMALS, MAPS)),
+        "ms_keras>BalancedAccuracy": (
+            metrics.BalancedAccuracy(threshold=0.1),
+            (np.float32([[1], [0], [1], [0]]),
+             np.float32([[0.5], [-1.0], [-0.2], [0.3]]))),
         "ms_keras>NormalAngleHistogram": (
             metrics.NormalAngleHistogram(prefix="normals_"),
             (NORMALS, MAPS)),

@@ -81,7 +81,8 @@ def prox(kernel, learning_rate, lam, kind):
 def rescale_to_norm(kernel, norm):
     """`kernel` scaled to Frobenius norm `norm` (a zero kernel stays zero).
 
-    Differentiable: the inner loop's norm-preserving prox goes through it.
+    The outer prox's `preserve_norm` uses it (`sparsity.proximal`); the
+    inner loop does not rescale.
     """
     current = _safe_norm(tf.reduce_sum(tf.square(kernel)))
     positive = current > 0

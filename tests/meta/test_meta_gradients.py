@@ -120,26 +120,45 @@ def plain_penalty(kernels):
     return total
 
 
+def plain_adapt(p, lam, support, mask, steps, lr,
+                inner_prox="differentiable"):
+    """The inner loop: `steps` SGD steps on the support batch, each followed
+    by the group prox with threshold `lr * lam * sqrt(group size)`."""
+    names = sorted(p)
+    fast = dict(p)
+    for _ in range(steps):
+        with tf.GradientTape() as inner:
+            inner.watch([fast[n] for n in names])
+            loss = plain_forward(fast, *support, mask)
+        grads = inner.gradient(
+            loss, [fast[n] for n in names],
+            unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        fast = {n: fast[n] - lr * g for n, g in zip(names, grads)}
+        if inner_prox == "off":
+            continue
+        for n in ("conv1", "conv2"):
+            fast[n] = plain_prox(fast[n], lr * lam * np.sqrt(9 * 4),
+                                 inner_prox == "straight_through")
+    return fast
+
+
+def plain_objective(p, inner_lam, outer_lam, support, query, mask, steps,
+                    lr):
+    """Eq. 10 with the inner loop's lambda and the penalty's lambda apart:
+    d/d outer_lam is the explicit term R(theta*) of lambda's gradient,
+    d/d inner_lam the implicit one (Eq. 15)."""
+    fast = plain_adapt(p, inner_lam, support, mask, steps, lr)
+    return plain_forward(fast, *query, mask) + outer_lam * plain_penalty(
+        [fast["conv1"], fast["conv2"]])
+
+
 def plain_meta_gradients(p, raw, support, query, mask, steps, lr,
                          inner_prox="differentiable"):
     names = sorted(p)
     with tf.GradientTape(persistent=True) as outer:
         outer.watch([p[n] for n in names] + [raw])
         lam = tf.math.softplus(raw)
-        fast = dict(p)
-        for _ in range(steps):
-            with tf.GradientTape() as inner:
-                inner.watch([fast[n] for n in names])
-                loss = plain_forward(fast, *support, mask)
-            grads = inner.gradient(
-                loss, [fast[n] for n in names],
-                unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            fast = {n: fast[n] - lr * g for n, g in zip(names, grads)}
-            if inner_prox == "off":
-                continue
-            for n in ("conv1", "conv2"):
-                fast[n] = plain_prox(fast[n], lr * lam * np.sqrt(9 * 4),
-                                     inner_prox == "straight_through")
+        fast = plain_adapt(p, lam, support, mask, steps, lr, inner_prox)
         query_loss = plain_forward(fast, *query, mask)
         objective = query_loss + lam * plain_penalty([fast["conv1"],
                                                       fast["conv2"]])
@@ -197,6 +216,35 @@ class MetaGradientTest(parameterized.TestCase):
                                                 self.episode)
         fd = self._directional_fd(trainer, trainer.lam.raw, 1.0, which=1)
         self.assertLess(abs(float(result.lam) - fd) / abs(fd), 1e-4)
+
+    @parameterized.named_parameters(("k1", 1), ("k3", 3))
+    def test_the_logged_explicit_and_implicit_terms_match_finite_differences(
+            self, steps):
+        # The README's argument (lambda's gradient is its explicit term R)
+        # rests on this split: each logged term is the derivative through
+        # one of lambda's two roles, the penalty's factor or the inner prox.
+        trainer = build_trainer(steps)
+        result = trainer.compute_meta_gradients(self.support, self.query,
+                                                self.episode)
+        trainer._track_lambda_gradient(result.lam, result.penalty)
+        explicit = float(trainer.explicit_tracker.result())
+        implicit = float(trainer.implicit_tracker.result())
+        params = as_plain(trainer)
+        lam, eps = float(trainer.lam.value()), 1e-6
+        mask = tf.constant([1.0, 1.0], tf.float64)
+
+        def objective(inner_lam, outer_lam):
+            return float(plain_objective(
+                params, inner_lam, outer_lam, self.support, self.query,
+                mask, steps, trainer.inner_lr))
+
+        fd_explicit = (objective(lam, lam + eps)
+                       - objective(lam, lam - eps)) / (2 * eps)
+        fd_implicit = (objective(lam + eps, lam)
+                       - objective(lam - eps, lam)) / (2 * eps)
+        self.assertNotAlmostEqual(fd_implicit, 0.0, places=6)
+        self.assertLess(abs(explicit - fd_explicit) / abs(fd_explicit), 1e-6)
+        self.assertLess(abs(implicit - fd_implicit) / abs(fd_implicit), 1e-4)
 
     @parameterized.named_parameters(("k1", 1), ("k3", 3))
     def test_weight_gradients_match_finite_differences(self, steps):

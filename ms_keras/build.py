@@ -54,25 +54,6 @@ def build_lambda_optimizer(config):
     return keras.optimizers.Adam(learning_rate)
 
 
-def run_masks(path):
-    """`{conv name: bool mask}` of a finished run (`sparsity_mask.npz`)."""
-    masks = np.load(run_dir.path(path, run_dir.MASK_FILE))
-    return {name: masks[name] for name in masks.files}
-
-
-def finished_metrics(path, flag):
-    """`metrics.json` of the finished run `path` named by `--flag`.
-
-    Raises:
-        ValueError: when `path` holds no finished run.
-    """
-    try:
-        return run_dir.read_json(run_dir.path(path, run_dir.METRICS_FILE))
-    except (OSError, ValueError):
-        raise ValueError(f"--{flag}={path}: no finished run there "
-                         f"({run_dir.METRICS_FILE} is missing).") from None
-
-
 def pruning_target(pruning):
     """The budget of a pruning run, in percent of the backbone weights (or
     of its structural FLOPs for a `target_flops_speedup`)."""
@@ -80,7 +61,7 @@ def pruning_target(pruning):
         return pruning_lib.percent_for_speedup(pruning.target_flops_speedup)
     if pruning.target_sparsity is not None:
         return pruning.target_sparsity
-    metrics = finished_metrics(pruning.budget_from, "budget_from")
+    metrics = run_dir.Run(pruning.budget_from, "budget_from").metrics
     return float(metrics["sparsity"]["parameter_percent"])
 
 
@@ -92,7 +73,7 @@ def check_pruning(pruning):
             f"--budget_from={pruning.budget_from}: its parameter sparsity is "
             f"{target:.2f} %; a budget must be between 0 and 100 %.")
     if pruning.mask_from:
-        sparsity = finished_metrics(pruning.mask_from, "mask_from")[
+        sparsity = run_dir.Run(pruning.mask_from, "mask_from").metrics[
             "sparsity"]["group_percent"]
         if not sparsity:
             raise ValueError(
@@ -116,7 +97,8 @@ def pruning_schedule(config, backbone, masks):
     scores = pruning_lib.scorer(
         pruning.pruning_mask, pruning_lib.groups_of(backbone),
         config.training.seed,
-        run_masks(pruning.mask_from) if pruning.mask_from else None)
+        run_dir.Run(pruning.mask_from, "mask_from").masks()
+        if pruning.mask_from else None)
     measure = (pruning_lib.FlopsMeasure(backbone)
                if pruning.target_flops_speedup is not None else None)
     return sparsity_callbacks.PruningSchedule(backbone, masks, schedule,
@@ -150,8 +132,8 @@ def reference_curve(path, task_names):
     Raises:
         ValueError: when `path` holds no finished dense run with every task.
     """
-    metrics = finished_metrics(path, "reference_dir")
-    recorded = run_dir.read_recorded(path) or {}
+    reference = run_dir.Run(path, "reference_dir")
+    metrics, recorded = reference.metrics, reference.config
     history = metrics.get("history", {})
     missing = [t for t in task_names if f"val_{t}_loss" not in history]
     if recorded.get("sparsity") or recorded.get("pruning"):
@@ -222,8 +204,7 @@ def transfer_from(network, transfer):
     Returns:
         The names of the copied heads' tasks.
     """
-    source = keras.saving.load_model(
-        run_dir.path(transfer.from_dir, run_dir.MODEL_FILE))
+    source = run_dir.Run(transfer.from_dir, "from_dir").model()
     network.backbone.set_weights(source.backbone.get_weights())
     shared = [name for name in network.heads if name in source.heads]
     for name in shared:
@@ -258,7 +239,8 @@ def build_trainer(config, training=True):
     if config.transfer or config.pruning:
         masks = proximal.KernelMasks(
             network.backbone,
-            run_masks(config.transfer.from_dir) if config.transfer else None,
+            run_dir.Run(config.transfer.from_dir, "from_dir").masks()
+            if config.transfer else None,
             name="kernel_masks")
     if config.meta is not None:
         meta = config.meta

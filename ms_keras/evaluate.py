@@ -44,10 +44,7 @@ def run_config(model_dir, data=None, verbose=0):
         ValueError: for a directory without a trained run or unusable data
             files.
     """
-    try:
-        config = experiment.load_config(model_dir)
-    except ValueError as e:
-        raise ValueError(f"--model_dir={e}") from None
+    config = experiment.load_config(model_dir, flag="model_dir")
     config = config.replace(
         data=dataclasses.replace(config.data, **(data or {})),
         training=dataclasses.replace(config.training, verbose=verbose))

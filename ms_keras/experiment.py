@@ -36,13 +36,12 @@ def reference_validation(path):
     Raises:
         ValueError: when `path` holds no finished run of this version.
     """
-    metrics_path = run_dir.path(path, run_dir.METRICS_FILE)
-    try:
-        return run_dir.read_json(metrics_path)["validation"]
-    except (OSError, ValueError, KeyError):
+    metrics = run_dir.Run(path, "delta_m_reference").metrics
+    if "validation" not in metrics:
         raise ValueError(
-            f"--delta_m_reference={path}: no finished run with validation "
-            f"metrics ({run_dir.METRICS_FILE}).") from None
+            f"--delta_m_reference={path}: no validation metrics in its "
+            f"{run_dir.METRICS_FILE}.")
+    return metrics["validation"]
 
 
 def _callbacks(config, trainer, initial_epoch=0):
@@ -121,28 +120,28 @@ def build_for_evaluation(config):
     return trainer
 
 
-def load_config(model_dir, require_finished=False):
+def load_config(model_dir, require_finished=False, flag=None):
     """The ExperimentConfig recorded in `model_dir` (its `config.json`).
+
+    Args:
+        model_dir: the run directory.
+        require_finished: also require its results (metrics, model, masks).
+        flag: the flag that named `model_dir`, which errors then name.
 
     Raises:
         ValueError: when `model_dir` holds no readable (finished) run.
     """
+    run = run_dir.Run(model_dir, flag)
     if not os.path.isdir(model_dir):
-        raise ValueError(f"{model_dir}: no such directory.")
-    recorded = run_dir.read_recorded(model_dir)
-    if recorded is None:
-        raise ValueError(
-            f"{model_dir} holds no run ({run_dir.CONFIG_FILE} is missing).")
+        raise ValueError(f"{run.where}: no such directory.")
+    recorded = run.config
     if require_finished:
-        for name in (run_dir.METRICS_FILE, run_dir.MODEL_FILE,
-                     run_dir.MASK_FILE):
-            if not os.path.exists(run_dir.path(model_dir, name)):
-                raise ValueError(
-                    f"{model_dir} holds no finished run ({name} is missing).")
+        run.require_finished((run_dir.METRICS_FILE, run_dir.MODEL_FILE,
+                              run_dir.MASK_FILE))
     try:
         return config_lib.from_dict(recorded).replace(model_dir=model_dir)
     except ValueError as e:
-        raise ValueError(f"{model_dir}/{run_dir.CONFIG_FILE}: {e}") from None
+        raise ValueError(f"{run.where}/{run_dir.CONFIG_FILE}: {e}") from None
 
 
 def resolve_run_tasks(config, requested, allow_none=False):
@@ -196,10 +195,8 @@ def check_control(config):
     meta = config.meta
     if meta.reference_dir:
         path = meta.reference_dir
-        try:
-            reference = load_config(path, require_finished=True)
-        except ValueError as e:
-            raise ValueError(f"--reference_dir={e}") from None
+        reference = load_config(path, require_finished=True,
+                                flag="reference_dir")
         if reference.sparse or reference.pruning:
             raise ValueError(
                 f"--reference_dir={path}: a sparse run; the reference must be "
@@ -249,10 +246,8 @@ def prepare(config, strategy=None, overwrite=False):
             control_run.check_flops_target(
                 config, config.pruning.target_flops_speedup)
     if config.transfer:
-        try:
-            load_config(config.transfer.from_dir, require_finished=True)
-        except ValueError as e:
-            raise ValueError(f"--from_dir={e}") from None
+        load_config(config.transfer.from_dir, require_finished=True,
+                    flag="from_dir")
     if config.sparsity_control is not None:
         check_control(config)
     if config.model.backbone_weights:

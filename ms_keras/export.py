@@ -111,15 +111,11 @@ def check_request(model_dir, output_dir, formats, quantize, tasks=None,
     if os.path.exists(output_dir):
         raise ValueError(f"--output_dir={output_dir} already exists; exports "
                          "never overwrite, choose a new directory.")
-    try:
-        config = experiment.load_config(model_dir)
-    except ValueError as e:
-        raise ValueError(f"--model_dir={e}") from None
+    config = experiment.load_config(model_dir, flag="model_dir")
     config = config.replace(data=dataclasses.replace(config.data,
                                                      **(data or {})))
-    if not os.path.exists(run_dir.path(model_dir, run_dir.MODEL_FILE)):
-        raise ValueError(f"--model_dir={model_dir} holds no finished run "
-                         f"({run_dir.MODEL_FILE} is missing).")
+    run_dir.Run(model_dir, "model_dir").require_finished(
+        (run_dir.MODEL_FILE,))
     names = experiment.resolve_run_tasks(config, tasks, allow_none=True)
     data_lib.check_data_dir(config.data)
     return config, names

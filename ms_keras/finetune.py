@@ -54,10 +54,8 @@ def finetune_config(from_dir, model_dir, train_scope, tasks=None,
         ValueError: for an unusable source run, tasks outside its dataset, or
             `new_heads` without a new task.
     """
-    try:
-        source = experiment.load_config(from_dir, require_finished=True)
-    except ValueError as e:
-        raise ValueError(f"--from_dir={e}") from None
+    source = experiment.load_config(from_dir, require_finished=True,
+                                    flag="from_dir")
     names = (None if tasks is None
              else ms_flags.resolve_tasks(source.data.spec, tasks))
     config = config_lib.for_finetuning(

@@ -1,4 +1,5 @@
-"""The run directory: its file names, atomic writes, claim and resume.
+"""The run directory: its file names, atomic writes, claim and resume, and
+`Run`, the one reader of what a run recorded.
 
 Every file a run writes goes through `atomic_write` (a temporary file next to
 the destination, then a rename), so a crash never leaves a half-written file.
@@ -11,6 +12,8 @@ import json
 import os
 import shutil
 import tempfile
+
+import numpy as np
 
 CONFIG_FILE = "config.json"
 LEGACY_FLAGS_FILE = "flags.json"
@@ -87,6 +90,98 @@ def path(model_dir, name):
 
 def is_finished(model_dir):
     return os.path.exists(path(model_dir, METRICS_FILE))
+
+
+class Run:
+    """A run directory as its run recorded it.
+
+    Every reader of another run (a reference, a budget or mask source, a
+    transfer source, the study runner and the report) goes through this
+    class, so a missing or unreadable file reads the same everywhere:
+    `--<flag>=<path>: no finished run there (metrics.json is missing).`
+
+    Args:
+        path: the run directory.
+        flag: the flag that named it, for error messages (None: none).
+    """
+
+    def __init__(self, path, flag=None):
+        self.path = path
+        self.flag = flag
+
+    def __repr__(self):
+        return f"Run({self.path!r})"
+
+    @property
+    def where(self):
+        """How error messages name the run."""
+        return f"--{self.flag}={self.path}" if self.flag else self.path
+
+    def file(self, name):
+        return path(self.path, name)
+
+    @property
+    def is_finished(self):
+        return is_finished(self.path)
+
+    def require_finished(self, needs=(METRICS_FILE,)):
+        """Returns self; raises ValueError naming the first of `needs` the
+        directory lacks."""
+        if not os.path.isdir(self.path):
+            raise ValueError(f"{self.where}: no finished run there (no such "
+                             "directory).")
+        for name in needs:
+            if not os.path.exists(self.file(name)):
+                raise ValueError(f"{self.where}: no finished run there "
+                                 f"({name} is missing).")
+        return self
+
+    def _read(self, name):
+        self.require_finished((name,))
+        try:
+            return read_json(self.file(name))
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{self.where}: cannot read {name} ({e})."
+                             ) from None
+
+    @property
+    def config(self):
+        """The recorded config dict (`config.json`, as written)."""
+        try:
+            recorded = read_recorded(self.path)
+        except ValueError as e:
+            # The message starts with the path: prefix the flag to it.
+            raise ValueError(f"--{self.flag}={e}" if self.flag else str(e)
+                             ) from None
+        if recorded is None:
+            raise ValueError(f"{self.where} holds no run ({CONFIG_FILE} is "
+                             "missing).")
+        return recorded
+
+    @property
+    def metrics(self):
+        """`metrics.json` of the finished run."""
+        return self._read(METRICS_FILE)
+
+    @property
+    def cost(self):
+        """`cost.json` (training time, tuned values), or None."""
+        return (read_json(self.file(COST_FILE))
+                if os.path.exists(self.file(COST_FILE)) else None)
+
+    def masks(self):
+        """`{conv name: bool mask}` of the kept epoch
+        (`sparsity_mask.npz`)."""
+        self.require_finished((MASK_FILE,))
+        with np.load(self.file(MASK_FILE)) as masks:
+            return {name: masks[name] for name in masks.files}
+
+    def model(self):
+        """The kept epoch's Keras model (`model.keras`); the classes it
+        uses must be registered (import `ms_keras.models`)."""
+        import keras  # Lazily: the study runner reads runs without TF.
+        self.require_finished((MODEL_FILE,))
+        return keras.saving.load_model(self.file(MODEL_FILE))
 
 
 def _differences(old, new, prefix=""):

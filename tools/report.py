@@ -24,7 +24,6 @@ Runs are grouped into configurations by the directory above their
 import csv
 import glob
 import io
-import json
 import os
 import statistics
 import sys
@@ -38,6 +37,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from ms_keras import metrics as metrics_lib  # noqa: E402
+from ms_keras import run_dir  # noqa: E402
 from ms_keras import tasks as tasks_lib  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -67,7 +67,7 @@ def find_runs(paths):
     found = []
     for path in paths:
         for metrics in sorted(glob.glob(os.path.join(path, "**",
-                                                      "metrics.json"),
+                                                      run_dir.METRICS_FILE),
                                         recursive=True)):
             run = os.path.dirname(metrics)
             name = os.path.basename(run)
@@ -77,11 +77,8 @@ def find_runs(paths):
 
 
 def load(run):
-    with open(os.path.join(run, "metrics.json")) as f:
-        metrics = json.load(f)
-    with open(os.path.join(run, "config.json")) as f:
-        config = json.load(f)
-    return metrics, config
+    run = run_dir.Run(run)
+    return run.metrics, run.config
 
 
 def task_columns(configs):
@@ -278,11 +275,7 @@ def write_cost(runs, output_dir):
     value is a run of its own."""
     table = {}
     for configuration, run in runs:
-        path = os.path.join(run, "cost.json")
-        cost = {}
-        if os.path.exists(path):
-            with open(path) as f:
-                cost = json.load(f)
+        cost = run_dir.Run(run).cost or {}
         row = table.setdefault(configuration, {"seconds": [], "sources": [],
                                                "totals": [], "tuned": set()})
         if "train_seconds" not in cost:

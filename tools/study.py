@@ -34,8 +34,13 @@ import subprocess
 import sys
 import time
 
-from absl import app
-from absl import flags
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+
+from absl import app  # noqa: E402
+from absl import flags  # noqa: E402
+
+from ms_keras.run_dir import is_finished  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -94,10 +99,6 @@ def load_study(path):
 
 def run_dir(study, name, seed):
     return os.path.join(study["output_dir"], name, f"seed_{seed}")
-
-
-def is_finished(path):
-    return os.path.exists(os.path.join(path, "metrics.json"))
 
 
 def expand(study):

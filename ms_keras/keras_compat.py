@@ -56,3 +56,18 @@ def outbound_layers(layer):
 def producer(tensor):
     """The layer that computed a symbolic Keras tensor."""
     return tensor._keras_history.operation  # noqa: SLF001
+
+
+def set_leading_sublayers(owner, layers, dropped=()):
+    """Makes `layers` `owner`'s first sublayers, in this order, and drops
+    `dropped` from them (what its weights list and saving walk).
+
+    Keras keeps every layer an attribute once held, even after the attribute
+    is given another layer, and appends the new one at the end.
+    """
+    leading = [id(layer) for layer in layers]
+    gone = {id(layer) for layer in dropped} - set(leading)
+    tracked = owner._layers  # noqa: SLF001
+    rest = [layer for layer in tracked
+            if id(layer) not in gone and id(layer) not in leading]
+    tracked[:] = list(layers) + rest

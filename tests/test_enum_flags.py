@@ -97,6 +97,13 @@ def test_every_enum_value_trains_end_to_end(tfds_dir, tmp_path, name):
     if config["mode"] == "meta" and config["sparsity"]:
         assert metrics["sparsity_control"]["mode"] == flags[
             "sparsity_control"]
+    if flags.get("sparsity_control") == "paper" and "sparsity" in flags:
+        assert metrics["sparsity_control"] == {
+            "mode": "paper", "lambda_init": flags["lambda_init"],
+            "constraint": None}
+        # Lambda moved by its own meta-gradient from where it started.
+        assert metrics["lambda"] != pytest.approx(flags["lambda_init"],
+                                                  rel=1e-4)
     monitor = flags.get("monitor", "task_losses")
     assert metrics["selection"]["monitor"] == f"val_{monitor}"
     assert set(metrics["test"]) - {"loss"} == {

@@ -91,3 +91,24 @@ def test_a_zeroed_group_loses_its_optimizer_state(name):
         assert slots
         for slot in slots:
             assert float(tf.norm(slot)) == 0.0
+
+
+def test_sublayers_can_be_reordered_and_dropped():
+    class Two(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.a = keras.layers.Dense(2, name="a")
+            self.b = keras.layers.Dense(3, name="b")
+
+    owner = Two()
+    owner.a.build((None, 1))
+    owner.b.build((None, 1))
+    old = owner.a
+    owner.a = keras.layers.Dense(4, name="new_a")
+    owner.a.build((None, 1))
+    # Keras keeps the replaced layer and appends the new one.
+    assert [layer.name for layer in owner.layers] == ["a", "b", "new_a"]
+    keras_compat.set_leading_sublayers(owner, [owner.a, owner.b],
+                                       dropped=[old])
+    assert [layer.name for layer in owner.layers] == ["new_a", "b"]
+    assert [w.shape for w in owner.weights][:2] == [(1, 4), (4,)]

@@ -42,11 +42,18 @@ def test_a_flops_budget_run_lands_on_its_speedup(tfds_dir, tmp_path):
         "flops_speedup")
 
 
-def test_a_tolerance_run_trains_its_reference_and_reports_the_gap(
-        tfds_dir, tmp_path):
-    model_dir = str(tmp_path / "tolerance")
+@pytest.fixture(scope="module")
+def tolerance_run(tfds_dir, tmp_path_factory):
+    """A tolerance run that trained its own dense reference."""
+    model_dir = str(tmp_path_factory.mktemp("tolerance") / "run")
     run_train(tfds_dir, model_dir, **CONTROLLED,
               sparsity_control="tolerance", quality_tolerance=5.0)
+    return model_dir
+
+
+def test_a_tolerance_run_trains_its_reference_and_reports_the_gap(
+        tolerance_run):
+    model_dir = tolerance_run
     reference = os.path.join(model_dir, "reference")
     dense = read(reference, "config.json")
     assert dense["mode"] == "mtl" and dense["sparsity"] is None
@@ -72,10 +79,9 @@ def test_a_tolerance_run_trains_its_reference_and_reports_the_gap(
             s for s, h in zip(history["sparsity_parameter"], holds) if h)
 
 
-def test_a_tolerance_run_reuses_a_finished_reference(tfds_dir, tmp_path):
-    dense = str(tmp_path / "dense")
-    run_train(tfds_dir, dense, mode="mtl", tasks=["1", "2"], epochs=2,
-              steps_per_epoch=4, validation_steps=0)
+def test_a_tolerance_run_reuses_a_finished_reference(tfds_dir, tmp_path,
+                                                     tolerance_run):
+    dense = os.path.join(tolerance_run, "reference")
     model_dir = str(tmp_path / "tolerance")
     run_train(tfds_dir, model_dir, **CONTROLLED,
               sparsity_control="tolerance", reference_dir=dense)
@@ -85,6 +91,8 @@ def test_a_tolerance_run_reuses_a_finished_reference(tfds_dir, tmp_path):
     assert control["reference_test"] == read(dense, "metrics.json")["test"]
 
 
+# Slow: the enum test's paper-mode runs check the same record.
+@pytest.mark.slow
 def test_the_paper_mode_follows_lambdas_meta_gradient(tfds_dir, tmp_path):
     model_dir = str(tmp_path / "paper")
     run_train(tfds_dir, model_dir, **CONTROLLED, sparsity_control="paper",

@@ -2,6 +2,7 @@
 
 import keras
 
+from ms_keras import keras_compat
 from ms_keras import tasks as tasks_lib
 from ms_keras.models.backbone import BACKBONES
 from ms_keras.models.backbone import build_backbone
@@ -41,6 +42,30 @@ class MultiTaskModel(keras.Model):
         self.heads = dict(heads)
         # Its parts are built functional models, so it is built too.
         self.built = True
+
+    def replace_parts(self, backbone=None, heads=None):
+        """Puts in another backbone and/or heads (same inputs and outputs)
+        in place; the replaced ones stop being part of the model (its
+        weights, what it saves).
+
+        Args:
+            backbone: the new backbone, or None to keep the current one.
+            heads: `{task: head}` replacing those tasks' heads.
+        """
+        heads = dict(heads or {})
+        unknown = sorted(set(heads) - set(self.heads))
+        if unknown:
+            raise ValueError(f"No head to replace for {unknown}; the model's "
+                             f"tasks are {list(self.heads)}.")
+        replaced = [self.heads[task] for task in heads]
+        if backbone is not None:
+            replaced.append(self.backbone)
+            self.backbone = backbone
+        self.heads = {task: heads.get(task, head)
+                      for task, head in self.heads.items()}
+        # The weights keep their order: backbone, then the heads.
+        keras_compat.set_leading_sublayers(
+            self, [self.backbone, *self.heads.values()], dropped=replaced)
 
     @property
     def task_names(self):

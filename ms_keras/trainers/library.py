@@ -106,12 +106,12 @@ def swap_batch_norms(model):
 def exact_second_order(network):
     """Swaps the batch norms of `network`'s backbone and heads in place;
     returns the swapped layers' names (also logged)."""
-    swapped = []
-    network.backbone, names = swap_batch_norms(network.backbone)
-    swapped += names
-    for task in list(network.heads):
-        network.heads[task], names = swap_batch_norms(network.heads[task])
+    backbone, swapped = swap_batch_norms(network.backbone)
+    heads = {}
+    for task, head in network.heads.items():
+        heads[task], names = swap_batch_norms(head)
         swapped += [f"{task}/{name}" for name in names]
+    network.replace_parts(backbone, heads)
     if swapped:
         logging.warning(
             "Second-order meta-gradients: %d Keras BatchNormalization "

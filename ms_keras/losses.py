@@ -173,6 +173,13 @@ def task_loss(task, y_true, y_pred, weight=None):
     return masked_mean(values, ops.reshape(weight, (-1,)))
 
 
+def _checked_num_tasks(num_tasks):
+    if num_tasks < 1:
+        raise ValueError(
+            f"`num_tasks` must be >= 1. Received: num_tasks={num_tasks}")
+    return int(num_tasks)
+
+
 @keras.saving.register_keras_serializable(package="ms_keras")
 class UncertaintyWeighting(keras.layers.Layer):
     """Homoscedastic-uncertainty loss weighting of Kendall et al. (Eq. 2).
@@ -195,10 +202,7 @@ class UncertaintyWeighting(keras.layers.Layer):
 
     def __init__(self, num_tasks, **kwargs):
         super().__init__(**kwargs)
-        if num_tasks < 1:
-            raise ValueError(
-                f"`num_tasks` must be >= 1. Received: num_tasks={num_tasks}")
-        self.num_tasks = int(num_tasks)
+        self.num_tasks = _checked_num_tasks(num_tasks)
 
     def build(self, input_shape=None):
         self.log_variances = self.add_weight(
@@ -232,10 +236,7 @@ class EqualWeighting(keras.layers.Layer):
 
     def __init__(self, num_tasks, **kwargs):
         super().__init__(**kwargs)
-        if num_tasks < 1:
-            raise ValueError(
-                f"`num_tasks` must be >= 1. Received: num_tasks={num_tasks}")
-        self.num_tasks = int(num_tasks)
+        self.num_tasks = _checked_num_tasks(num_tasks)
 
     def build(self, input_shape=None):
         # No weights; called without a shape like UncertaintyWeighting.

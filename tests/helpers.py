@@ -2,6 +2,10 @@
 
 import json
 import os
+import subprocess
+import sys
+
+import numpy as np
 
 import pytest
 from absl.testing import flagsaver
@@ -49,3 +53,20 @@ def assert_flag_error(program, argv, message, capsys):
     assert exit_info.value.code == 2
     assert message in err
     assert len(err.splitlines()) == 1
+
+
+def serve_without_ms_keras(saved_model_dir, images, tmp_path):
+    """The outputs of a SavedModel's `serve` on `images`, computed in a
+    fresh Python that never imports ms_keras (as a user's server would)."""
+    np.save(tmp_path / "images.npy", images)
+    script = (
+        "import sys, numpy as np, tensorflow as tf\n"
+        f"m = tf.saved_model.load({str(saved_model_dir)!r})\n"
+        f"out = m.serve(np.load({str(tmp_path / 'images.npy')!r}))\n"
+        "assert not any(k.startswith('ms_keras') for k in sys.modules)\n"
+        f"np.savez({str(tmp_path / 'out.npz')!r}, "
+        "**{k: v.numpy() for k, v in out.items()})\n")
+    result = subprocess.run([sys.executable, "-c", script],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return np.load(tmp_path / "out.npz")

@@ -14,6 +14,7 @@ import ms_keras as msk
 from ms_keras.models.layers import ExactBatchNormalization
 from ms_keras.sparsity import groups as groups_lib
 from tests.conftest import set_precision
+from tests.helpers import serve_without_ms_keras
 
 L = keras.layers
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -105,18 +106,7 @@ def meta_train_slim_export(model, tmp_path, size, first_order=False):
 
 
 def check_artefacts(output, images, expected, tmp_path):
-    np.save(tmp_path / "images.npy", images)
-    script = (
-        "import sys, numpy as np, tensorflow as tf\n"
-        f"m = tf.saved_model.load({str(output / 'saved_model')!r})\n"
-        f"out = m.serve(np.load({str(tmp_path / 'images.npy')!r}))\n"
-        "assert not any(k.startswith('ms_keras') for k in sys.modules)\n"
-        f"np.savez({str(tmp_path / 'out.npz')!r}, "
-        "**{k: v.numpy() for k, v in out.items()})\n")
-    result = subprocess.run([sys.executable, "-c", script],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    served = np.load(tmp_path / "out.npz")
+    served = serve_without_ms_keras(output / "saved_model", images, tmp_path)
     for name, value in expected.items():
         np.testing.assert_allclose(served[name], value, atol=1e-4)
     interpreter = tf.lite.Interpreter(model_path=str(output / "model.tflite"))

@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -12,6 +10,7 @@ from absl.testing import flagsaver
 
 from ms_keras import export
 from ms_keras import exporting
+from tests.helpers import serve_without_ms_keras
 from tests.helpers import assert_flag_error
 from tests.helpers import read
 
@@ -67,18 +66,8 @@ def test_saved_model_reloads_without_ms_keras_and_matches(meta_run,
                                                           tmp_path):
     images = np.random.default_rng(3).uniform(size=(3, 32, 32, 3)).astype(
         np.float32)
-    np.save(tmp_path / "images.npy", images)
-    script = (
-        "import sys, numpy as np, tensorflow as tf\n"
-        f"m = tf.saved_model.load({os.path.join(exported, 'saved_model')!r})\n"
-        f"out = m.serve(np.load({str(tmp_path / 'images.npy')!r}))\n"
-        "assert not any(k.startswith('ms_keras') for k in sys.modules)\n"
-        f"np.savez({str(tmp_path / 'out.npz')!r}, "
-        "**{k: v.numpy() for k, v in out.items()})\n")
-    result = subprocess.run([sys.executable, "-c", script],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    served = np.load(tmp_path / "out.npz")
+    served = serve_without_ms_keras(os.path.join(exported, "saved_model"),
+                                    images, tmp_path)
     expected = trained_outputs(meta_run, images)
     assert sorted(served.files) == sorted(expected) == ["depth",
                                                         "segmentation"]

@@ -61,6 +61,9 @@ def prepared(tfds_dir):
     return tfds_dir
 
 
+# Slow (two logical devices, a second-order trace on each): the default
+# suite keeps to 10 minutes.
+@pytest.mark.slow
 def test_mirrored_meta_step_equals_one_device():
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, "tests", "distribute",

@@ -3,11 +3,15 @@ lambda, sparsity patterns, the trainer, the training stream and the pruning
 schedule. Nothing here reads flags or writes files.
 """
 
+import dataclasses
+
 import keras
 import numpy as np
 
+from ms_keras import config as config_lib
 from ms_keras import data as data_lib
 from ms_keras import run_dir
+from ms_keras import tasks as tasks_lib
 from ms_keras.data import pipeline
 from ms_keras.meta import episodes as episodes_lib
 from ms_keras.models import build_multitask_model
@@ -26,8 +30,8 @@ def build_network(config, load_weights=False):
     starts from `config.model.backbone_weights` (when set)."""
     model = config.model
     network = build_multitask_model(
-        config.data.spec, config.task_specs, model.backbone,
-        config.data.image_size, activation=model.activation,
+        tasks_lib.dataset_spec(config.data), tasks_lib.task_specs(config),
+        model.backbone, config.data.image_size, activation=model.activation,
         head_filters=model.head_filters or None,
         aspp_rates=model.aspp_rates,
         normalization="caffe" if model.backbone_weights else "imagenet")
@@ -36,22 +40,22 @@ def build_network(config, load_weights=False):
     return network
 
 
-def build_optimizer(training):
-    """The optimizer of the weights."""
+def build_optimizer(training, steps):
+    """The optimizer of the weights of a run of `steps` optimizer steps."""
     clip = ({"global_clipnorm": training.clip_norm} if training.clip_norm
             else {})
+    learning_rate = training.learning_rate
+    if training.learning_rate_schedule == "step":
+        learning_rate = keras.optimizers.schedules.PiecewiseConstantDecay(
+            [int(config_lib.STEP_DECAY_AT * steps)],
+            [learning_rate, learning_rate / config_lib.STEP_DECAY])
+    if training.learning_rate_schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            learning_rate, decay_steps=steps)
     if training.optimizer == "sgd":
-        return keras.optimizers.SGD(training.learning_rate,
+        return keras.optimizers.SGD(learning_rate,
                                     momentum=training.momentum, **clip)
-    return keras.optimizers.Adam(training.learning_rate, **clip)
-
-
-def build_lambda_optimizer(config):
-    """The optimizer of lambda's raw weight in a meta-sparsity run."""
-    learning_rate = config.meta.lambda_lr or config.training.learning_rate
-    if config.meta.lambda_optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate)
-    return keras.optimizers.Adam(learning_rate)
+    return keras.optimizers.Adam(learning_rate, **clip)
 
 
 def pruning_target(pruning):
@@ -105,19 +109,6 @@ def pruning_schedule(config, backbone, masks):
                                               target, scores, measure)
 
 
-def build_lambda(config):
-    """The run's SparsityStrength, or None for a dense run."""
-    if not config.sparse:
-        return None
-    beta = config.sparsity.lambda_beta
-    if config.mode == "meta":
-        start = config.meta.lambda_init or control_lib.DEFAULT_LAMBDA_INIT
-        return SparsityStrength(start, beta=beta,
-                                learnable=config.learns_lambda, name="lam")
-    return SparsityStrength(config.sparsity.lam, beta=beta, learnable=False,
-                            name="lam")
-
-
 def reference_run_dir(config):
     """The dense reference of a tolerance-mode run: `--reference_dir`, or the
     one the run trains itself (`<model_dir>/reference`)."""
@@ -161,39 +152,6 @@ def reference_losses(path, task_names):
     return reference_curve(path, task_names).final
 
 
-def probe_window(config):
-    """Steps over which a tolerance-mode run averages its validation
-    probes: four passes over the validation split, at least 10 (the model's
-    own step-to-step changes are the larger noise)."""
-    examples = data_lib.num_examples(config.data, "validation")
-    per_step = config.training.batch_size * config.meta.meta_batch_size
-    return max(10, 4 * -(-examples // per_step))
-
-
-def build_controller(config, training=True):
-    """The SparsityController of a budget or tolerance run, else None.
-
-    Args:
-        config: the run's ExperimentConfig.
-        training: whether it will train; a model built for evaluation needs
-            the controller's state but not its dense reference.
-    """
-    control = config.sparsity_control
-    if control not in (control_lib.BUDGET, control_lib.TOLERANCE):
-        return None
-    meta = config.meta
-    reference = None
-    window = 10
-    if control == control_lib.TOLERANCE and training:
-        reference = reference_curve(reference_run_dir(config), config.tasks)
-        window = probe_window(config)
-    return control_lib.SparsityController(
-        control, total_steps(config), target_sparsity=meta.target_sparsity,
-        target_flops_speedup=meta.target_flops_speedup,
-        quality_tolerance=meta.quality_tolerance, reference=reference,
-        window=window, num_tasks=len(config.tasks), name="controller")
-
-
 def transfer_from(network, transfer):
     """Starts `network` from a finished run (meta-testing).
 
@@ -217,24 +175,18 @@ def transfer_from(network, transfer):
 
 
 def build_trainer(config, training=True):
-    """A compiled, built trainer for `config`.
+    """A compiled, built trainer for `config`: the library's trainers,
+    given the config's sections by field name.
 
     Weights are freshly initialised (or from `--backbone_weights`), or start
     from `config.transfer`. With `training=False` (evaluation, export) no
     weights file is read: a tolerance-mode trainer is built without its
     dense reference, a backbone without its start.
     """
-    training_run = training
-    training = config.training
-    keras.utils.set_random_seed(training.seed)
-    network = build_network(config, load_weights=training_run)
+    keras.utils.set_random_seed(config.training.seed)
+    network = build_network(config, load_weights=training)
     if config.transfer:
         transfer_from(network, config.transfer)
-    lam = build_lambda(config)
-    prox = (proximal.OuterProx(network.backbone, config.sparsity.kind,
-                               config.sparsity.prox_step,
-                               config.sparsity.preserve_norm)
-            if config.sparse else None)
     masks = None
     if config.transfer or config.pruning:
         masks = proximal.KernelMasks(
@@ -242,30 +194,46 @@ def build_trainer(config, training=True):
             run_dir.Run(config.transfer.from_dir, "from_dir").masks()
             if config.transfer else None,
             name="kernel_masks")
+    specs = tasks_lib.task_specs(config)
+    weighting = config.training.loss_weighting
     if config.meta is not None:
-        meta = config.meta
+        reference = None
+        if config.sparsity_control == config_lib.TOLERANCE and training:
+            reference = reference_curve(reference_run_dir(config),
+                                        config.tasks)
+        sparsity = config.sparsity or config_lib.SparsityConfig()
         trainer = MetaSparsityTrainer(
-            network, config.task_specs, training.loss_weighting,
-            sparsity=config.sparsity.kind if config.sparse else "none",
-            lam=lam, prox=prox, masks=masks, inner_steps=meta.inner_steps,
-            inner_lr=meta.inner_lr, first_order=meta.first_order,
-            inner_prox=meta.inner_prox, regrow_prob=meta.regrow_prob,
-            inner_clip_norm=meta.inner_clip_norm, seed=training.seed,
-            controller=build_controller(config, training))
-        trainer.compile(optimizer=build_optimizer(training),
-                        lambda_optimizer=build_lambda_optimizer(config)
-                        if config.learns_lambda else None,
-                        jit_compile=training.jit_compile)
+            network, specs, weighting,
+            sparsity=sparsity.kind if config.sparse else config_lib.NONE,
+            masks=masks, reference=reference, seed=config.training.seed,
+            **_fields(config.meta),
+            **_fields(sparsity, skip=("kind", "lam")))
+        if trainer.controller is not None:
+            trainer.controller.total_steps = total_steps(config)
     else:
-        trainer = MultiTaskTrainer(network, config.task_specs,
-                                   training.loss_weighting, lam=lam,
+        lam = prox = None
+        if config.sparse:
+            lam = SparsityStrength(config.sparsity.lam,
+                                   beta=config.sparsity.lambda_beta,
+                                   learnable=False, name="lam")
+            prox = proximal.OuterProx(
+                network.backbone, config.sparsity.kind,
+                config.sparsity.prox_step, config.sparsity.preserve_norm)
+        trainer = MultiTaskTrainer(network, specs, weighting, lam=lam,
                                    prox=prox, masks=masks)
-        trainer.compile(optimizer=build_optimizer(training),
-                        jit_compile=training.jit_compile)
+    trainer.compile(optimizer=build_optimizer(config.training,
+                                              total_steps(config)),
+                    jit_compile=config.runtime.jit_compile)
     if masks is not None:
         masks.apply()
     trainer(keras.ops.zeros((1, *config.data.image_size, 3)))
     return trainer
+
+
+def _fields(section, skip=()):
+    """`{field: value}` of a config section."""
+    return {f.name: getattr(section, f.name)
+            for f in dataclasses.fields(section) if f.name not in skip}
 
 
 def training_batches(config):
@@ -275,26 +243,20 @@ def training_batches(config):
     training split, with independent random streams.
     """
     batch_size, seed = config.training.batch_size, config.training.seed
+    specs = tasks_lib.task_specs(config)
     if config.meta is None:
-        return data_lib.load(config.data, config.task_specs, "train",
-                             batch_size, training=True, seed=seed)
-    support = data_lib.load(config.data, config.task_specs, "train[:50%]",
-                            batch_size, training=True, seed=seed,
+        return data_lib.load(config.data, specs, "train", batch_size,
+                             training=True, seed=seed)
+    support = data_lib.load(config.data, specs, "train[:50%]", batch_size,
+                            training=True, seed=seed,
                             stream=pipeline.SUPPORT_STREAM)
-    query = data_lib.load(config.data, config.task_specs, "train[50%:]",
-                          batch_size, training=True, seed=seed,
+    query = data_lib.load(config.data, specs, "train[50%:]", batch_size,
+                          training=True, seed=seed,
                           stream=pipeline.QUERY_STREAM)
     table = episodes_lib.episode_table(config.meta.episode_sampler,
                                        len(config.tasks))
-    probe = None
-    if config.sparsity_control == control_lib.TOLERANCE:
-        # One ordered pass over validation after another, in whole batches.
-        probe = data_lib.load(config.data, config.task_specs, "validation",
-                              batch_size, training=False).unbatch().repeat(
-                              ).batch(batch_size, drop_remainder=True)
     return episodes_lib.meta_batches(support, query, table,
-                                     config.meta.meta_batch_size, seed,
-                                     probe=probe)
+                                     config.meta.meta_batch_size, seed)
 
 
 def steps_per_epoch(config):

@@ -15,6 +15,7 @@ import time
 import keras
 
 from ms_keras import metrics as metrics_lib
+from ms_keras import tasks as tasks_lib
 
 LINE_WIDTH = 160
 # Short names of the primary metrics, and whether higher is better.
@@ -132,7 +133,7 @@ def summary(metrics, config):
     if reference:
         header += ["dense reference", "change (+ better)"]
     rows = [header]
-    for task in config.task_specs:
+    for task in tasks_lib.task_specs(config):
         metric, higher = metrics_lib.primary_metric(task)
         value = metrics["test"][task.name][metric]
         row = [task.name,

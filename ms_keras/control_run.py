@@ -7,7 +7,6 @@ from ms_keras import build
 from ms_keras import config as config_lib
 from ms_keras import run_dir
 from ms_keras.sparsity import callbacks as sparsity_callbacks
-from ms_keras.sparsity import control as control_lib
 from ms_keras.sparsity import structure as sparsity_structure
 
 
@@ -27,10 +26,10 @@ def selection(config):
     """
     monitor, mode = monitored(config.training)
     control = config.sparsity_control
-    if control == control_lib.TOLERANCE:
+    if control == config_lib.TOLERANCE:
         return ("sparsity_parameter", "max", "constraint_holds",
                 ("val_quality_gap", "min"))
-    if control == control_lib.BUDGET:
+    if control == config_lib.BUDGET:
         return monitor, mode, "constraint_holds", None
     if config.pruning:
         return monitor, mode, "pruning_target_reached", None
@@ -42,7 +41,7 @@ def sparsity_constraint(config, trainer):
     """The `SparsityConstraint` callback of a budget or tolerance run."""
     meta = config.meta
     reference = None
-    if config.sparsity_control == control_lib.TOLERANCE:
+    if config.sparsity_control == config_lib.TOLERANCE:
         reference = build.reference_losses(build.reference_run_dir(config),
                                            config.tasks)
     return sparsity_callbacks.SparsityConstraint(

@@ -47,7 +47,7 @@ def run_config(model_dir, data=None, verbose=0):
     config = experiment.load_config(model_dir, flag="model_dir")
     config = config.replace(
         data=dataclasses.replace(config.data, **(data or {})),
-        training=dataclasses.replace(config.training, verbose=verbose))
+        runtime=dataclasses.replace(config.runtime, verbose=verbose))
     data_lib.check_data_dir(config.data)
     experiment.check_has_checkpoint(config)
     return config

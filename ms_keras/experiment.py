@@ -57,11 +57,11 @@ def _callbacks(config, trainer, initial_epoch=0):
     if config.training.monitor == "delta_m":
         callbacks.append(DeltaMLogger(
             reference_validation(config.training.delta_m_reference),
-            config.task_specs))
+            tasks_lib.task_specs(config)))
     if config.sparse:
         callbacks.append(sparsity_callbacks.SparsitySummaries(
             model_dir, trainer.network.backbone, trainer.lam,
-            config.sparsity.sparsity_log_steps, trainer.controller))
+            config.runtime.sparsity_log_steps, trainer.controller))
     if trainer.controller is not None:
         callbacks.append(control_run.sparsity_constraint(config, trainer))
     callbacks.append(AtomicBestCheckpoint(
@@ -72,9 +72,9 @@ def _callbacks(config, trainer, initial_epoch=0):
                                                  write_graph=False))
     callbacks.append(backup.EpochHistory(
         run_dir.path(model_dir, run_dir.HISTORY_RECORD), initial_epoch))
-    if config.training.verbose == 2:
+    if config.runtime.verbose == 2:
         callbacks.append(console.EpochLines(
-            config.task_specs, config.training.epochs,
+            tasks_lib.task_specs(config), config.training.epochs,
             "reference " if control_run.is_reference(config) else ""))
     if config.training.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(
@@ -162,8 +162,8 @@ def resolve_run_tasks(config, requested, allow_none=False):
         return None
     if allow_none and [t.lower() for t in requested] == ["none"]:
         return []
-    names = [t.name for t in tasks_lib.parse_tasks(config.data.spec,
-                                                   requested)]
+    names = [t.name for t in tasks_lib.parse_tasks(
+        tasks_lib.dataset_spec(config.data), requested)]
     missing = [name for name in names if name not in config.tasks]
     if missing:
         raise ValueError(
@@ -235,7 +235,8 @@ def prepare(config, strategy=None, overwrite=False):
     if config.training.monitor == "delta_m":
         try:
             DeltaMLogger(reference_validation(
-                config.training.delta_m_reference), config.task_specs)
+                config.training.delta_m_reference),
+                tasks_lib.task_specs(config))
         except ValueError as e:
             raise ValueError(
                 f"--delta_m_reference={config.training.delta_m_reference}: "
@@ -286,9 +287,9 @@ def start(config, overwrite=False):
     Raises:
         ValueError: for anything that stops the run before it starts.
     """
-    training = config.training
-    strategy = runtime.start(training.strategy, training.cpu_devices,
-                             training.deterministic, training.seed)
+    settings = config.runtime
+    strategy = runtime.start(settings.strategy, settings.cpu_devices,
+                             settings.deterministic, config.training.seed)
     return strategy, prepare(config, strategy, overwrite)
 
 
@@ -344,15 +345,16 @@ def _train_and_record(config, strategy, chief):
     done = resume.epoch
     # The data and episode streams continue where the backup left them.
     train = build.training_batches(config).skip(done * steps)
-    validation = data_lib.load(config.data, config.task_specs, "validation",
-                               config.training.batch_size, training=False)
+    validation = data_lib.load(
+        config.data, tasks_lib.task_specs(config), "validation",
+        config.training.batch_size, training=False)
     trainer.fit(
         train, epochs=config.training.epochs, steps_per_epoch=steps,
         initial_epoch=done, validation_data=validation,
         validation_steps=config.training.validation_steps or None,
         callbacks=_callbacks(config, trainer, done),
         # --verbose=2 prints `console.EpochLines` instead of Keras' line.
-        verbose=1 if config.training.verbose == 1 else 0, shuffle=False)
+        verbose=1 if config.runtime.verbose == 1 else 0, shuffle=False)
     steps_trained = int(keras.ops.convert_to_numpy(
         trainer.optimizer.iterations))
     load_best_weights(trainer, config)

@@ -35,6 +35,7 @@ from ms_keras import exporting
 from ms_keras import flags as ms_flags
 from ms_keras import run_dir
 from ms_keras import runtime
+from ms_keras import tasks as tasks_lib
 
 FORMATS = exporting.FORMATS
 REPORT_FILE = exporting.REPORT_FILE
@@ -88,8 +89,9 @@ def _check_batch_sizes(values):
 
 def validation_images(config, count):
     """`count` validation images of the run's dataset, float32 NHWC."""
-    batches = data_lib.load(config.data, config.data.spec.tasks[:1],
-                            "validation", count, training=False)
+    first = tasks_lib.dataset_spec(config.data).tasks[:1]
+    batches = data_lib.load(config.data, first, "validation", count,
+                            training=False)
     images = np.concatenate([np.asarray(b[0]) for b in batches])[:count]
     if len(images) < count:
         images = np.resize(images, (count, *images.shape[1:]))

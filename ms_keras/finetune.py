@@ -30,6 +30,7 @@ from ms_keras import config as config_lib
 from ms_keras import experiment
 from ms_keras import flags as ms_flags
 from ms_keras import launch
+from ms_keras import tasks as tasks_lib
 
 FLAGS = ms_flags.FLAGS
 ms_flags.define_run_flags()
@@ -39,7 +40,7 @@ ms_flags.define_finetune_flags()
 
 
 def finetune_config(from_dir, model_dir, train_scope, tasks=None,
-                    training=None, data=None):
+                    training=None, data=None, runtime=None):
     """The fine-tuning run's config, checked.
 
     Args:
@@ -48,6 +49,7 @@ def finetune_config(from_dir, model_dir, train_scope, tasks=None,
         train_scope: `all` or `new_heads`.
         tasks: `--tasks` values, or None for the source's tasks.
         training: training fields to replace.
+        runtime: runtime fields to replace.
         data: data fields to replace (where the files are).
 
     Raises:
@@ -56,13 +58,13 @@ def finetune_config(from_dir, model_dir, train_scope, tasks=None,
     """
     source = experiment.load_config(from_dir, require_finished=True,
                                     flag="from_dir")
-    names = (None if tasks is None
-             else ms_flags.resolve_tasks(source.data.spec, tasks))
+    names = (None if tasks is None else ms_flags.resolve_tasks(
+        tasks_lib.dataset_spec(source.data), tasks))
     config = config_lib.for_finetuning(
         source, model_dir or ms_flags.new_run_dir(source.data.dataset,
                                                   "finetune"),
         config_lib.TransferConfig(os.path.abspath(from_dir), train_scope),
-        tasks=names, training=training, data=data)
+        tasks=names, training=training, data=data, runtime=runtime)
     if train_scope == "new_heads" and not set(config.tasks) - set(
             source.tasks):
         raise ValueError(
@@ -77,6 +79,7 @@ def main(argv):
     launch.train_and_report(lambda: finetune_config(
         FLAGS.from_dir, FLAGS.model_dir, FLAGS.train_scope, FLAGS.tasks,
         training=ms_flags.given(config_lib.TrainingConfig),
+        runtime=ms_flags.given(config_lib.RuntimeConfig),
         data={name: FLAGS[name].value for name in ("data_dir", "tfds_dir")
               if ms_flags.set_by_user(name)}), FLAGS.overwrite)
 

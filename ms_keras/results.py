@@ -7,10 +7,12 @@ import os
 
 import numpy as np
 
+from ms_keras import config as config_lib
 from ms_keras import build
 from ms_keras import data as data_lib
 from ms_keras import metrics as metrics_lib
 from ms_keras import run_dir
+from ms_keras import tasks as tasks_lib
 from ms_keras.sparsity import control as control_lib
 from ms_keras.sparsity import pruning as pruning_lib
 from ms_keras.sparsity.stats import SparsityMeter
@@ -18,7 +20,7 @@ from ms_keras.sparsity.stats import SparsityMeter
 
 def evaluate_split(trainer, config, split):
     """Runs `trainer` over a whole split; returns `{task: {metric: v}}`."""
-    batches = data_lib.load(config.data, config.task_specs, split,
+    batches = data_lib.load(config.data, tasks_lib.task_specs(config), split,
                             config.training.batch_size, training=False)
     logs = trainer.evaluate(batches, verbose=0, return_dict=True)
     grouped = metrics_lib.group_results(logs, trainer.task_names)
@@ -91,10 +93,10 @@ def control_record(config, metrics):
     meta = config.meta
     control = meta.sparsity_control
     record = {"mode": control, "lambda_init": meta.lambda_init}
-    if control == control_lib.PAPER:
+    if control == config_lib.PAPER:
         record["constraint"] = None
         return record
-    if control == control_lib.BUDGET:
+    if control == config_lib.BUDGET:
         if meta.target_flops_speedup is not None:
             target, achieved = meta.target_flops_speedup, metrics[
                 "sparsity"]["flops_speedup"]
@@ -139,7 +141,7 @@ def cost(config):
     record = {
         "train_seconds": run_dir.read_json(run_dir.path(
             config.model_dir, run_dir.TIME_RECORD))["train_seconds"],
-        "tuned_values": config.training.tuned_values}
+        "tuned_values": config.runtime.tuned_values}
     # The runs this one starts from or takes its mask from are part of its
     # price (Table 6 charges one-shot pruning its dense training).
     sources = {

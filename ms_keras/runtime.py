@@ -22,8 +22,7 @@ import os
 import tensorflow as tf
 
 from ms_keras import quiet_tf
-
-STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+from ms_keras.config import STRATEGIES
 TF_CONFIG = "TF_CONFIG"
 
 

@@ -298,3 +298,24 @@ def parse_tasks(dataset, tasks):
             )
         resolved.append(spec)
     return tuple(resolved)
+
+
+def dataset_spec(data):
+    """The DatasetSpec of a `config.DataConfig` (its class count applied).
+
+    Raises:
+        ValueError: for an unknown dataset or class count.
+    """
+    try:
+        return get_dataset(data.dataset, data.segmentation_classes)
+    except ValueError as e:
+        raise ValueError(f"--dataset={data.dataset}: {e}") from None
+
+
+def task_specs(config):
+    """The TaskSpecs of an `ExperimentConfig`'s tasks, in its order.
+
+    Raises:
+        ValueError: for a task its dataset does not have.
+    """
+    return parse_tasks(dataset_spec(config.data), config.tasks)

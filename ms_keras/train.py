@@ -33,4 +33,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=ms_flags.parse)
+    app.run(main, flags_parser=ms_flags.parse_with_config)

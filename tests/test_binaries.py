@@ -209,6 +209,7 @@ def test_model_dir_of_another_experiment_is_refused(tfds_dir, tmp_path,
     (["--steps_per_epoch=-3"], "--steps_per_epoch"),
     (["--synthetic_examples=10,0,5"], "--synthetic_examples=10,0,5"),
     (["--aspp_rates=1,x"], "--aspp_rates=1,x"),
+    (["--mode=stl", "--tasks=1,2"], "--mode=stl trains one task"),
 ])
 def test_bad_flags_give_one_line_and_exit_2(argv, message, capsys):
     assert_flag_error("train", argv, message, capsys)
@@ -220,7 +221,6 @@ def test_bad_flags_give_one_line_and_exit_2(argv, message, capsys):
     (dict(tasks=["1", "segmentation"]), "listed twice"),
     (dict(tasks=[]), "non-empty"),
     (dict(tasks=["depth", "colour"]), "Unknown task 'colour'"),
-    (dict(mode="stl", tasks=["1", "2"]), "--mode=stl trains one task"),
 ])
 def test_bad_tasks_fail_before_any_work(tfds_dir, tmp_path, capsys,
                                         overrides, message):
@@ -424,6 +424,7 @@ def test_inference_agrees_with_training_mode_after_a_sparse_meta_run(
     import keras
     from ms_keras import build
     from ms_keras import data as data_lib
+    from ms_keras import tasks as tasks_lib
     model_dir = str(tmp_path / "sparse")
     run_train(tfds_dir, model_dir, **{
         **META_FLAGS, "lambda_init": 0.15, "epochs": 3, "steps_per_epoch": 10,
@@ -432,8 +433,8 @@ def test_inference_agrees_with_training_mode_after_a_sparse_meta_run(
     assert metrics["sparsity"]["parameter_percent"] > 50
     config = experiment.load_config(model_dir)
     network = keras.saving.load_model(os.path.join(model_dir, "model.keras"))
-    batches = data_lib.load(config.data, config.task_specs, "train", 8,
-                            training=False)
+    batches = data_lib.load(config.data, tasks_lib.task_specs(config),
+                            "train", 8, training=False)
     trainer = build.build_trainer(config)
     losses = {}
     for training in (False, True):

@@ -20,7 +20,8 @@ RUNS = {
         META, sparsity="channel", lambda_init=0.05, optimizer="sgd",
         momentum=0.9, loss_weighting="equal", prox_step="reset_moments",
         inner_prox="straight_through", lambda_optimizer="adam",
-        activation="gelu", monitor="loss", episode_sampler="size<=1"),
+        activation="gelu", monitor="loss", episode_sampler="size<=1",
+        learning_rate_schedule="cosine"),
     "meta_unstructured": dict(
         META, sparsity="unstructured", lambda_init=0.05, prox_step="plain",
         inner_prox="differentiable", lambda_optimizer="sgd",
@@ -28,7 +29,7 @@ RUNS = {
     "meta_inner_prox_off": dict(META, sparsity="channel", lambda_init=0.05,
                                 inner_prox="off", episode_sampler="uniform"),
     "meta_budget": dict(META, sparsity="channel", sparsity_control="budget",
-                        target_sparsity=20.0),
+                        target_sparsity=20.0, learning_rate_schedule="step"),
     "fixed_mtl_default_prox": dict(tasks=["1", "3"], sparsity="channel",
                                    lam=0.01,
                                    prox_step="adam_metric_reset"),
@@ -85,7 +86,7 @@ def test_every_enum_value_trains_end_to_end(tfds_dir, tmp_path, name):
     metrics = read(model_dir, "metrics.json")
     flags = RUNS[name]
     assert config["mode"] == flags.get("mode", "mtl")
-    for section in ("training", "model", "sparsity", "meta"):
+    for section in ("training", "model", "runtime", "sparsity", "meta"):
         for field, value in (config.get(section) or {}).items():
             if field in flags and field != "kind":
                 assert value == flags[field], (section, field)

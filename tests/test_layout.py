@@ -1,7 +1,8 @@
 """The import graph of `ms_keras` only points down the documented layers
 (README "Layout"): binaries -> experiment -> trainers -> meta/sparsity ->
-models/objectives/data -> tasks. A module may import its own layer or lower
-ones, never a higher one."""
+models/objectives/data -> tasks -> config (a leaf: it imports nothing else
+of ms_keras). A module may import its own layer or lower ones, never a
+higher one."""
 
 import ast
 import os
@@ -15,11 +16,12 @@ LAYERS = (
                   "launch")),
     ("api", ("__init__", "api")),
     ("experiment", ("experiment", "control_run", "results", "build",
-                    "config", "serving", "console", "exporting")),
+                    "serving", "console", "exporting")),
     ("trainers", ("trainers",)),
     ("meta/sparsity", ("meta", "sparsity")),
     ("models/objectives/data", ("models", "losses", "metrics", "data")),
     ("tasks", ("tasks", "run_dir", "runtime", "quiet_tf", "keras_compat")),
+    ("config", ("config",)),
 )
 RANK = {name: rank for rank, (_, names) in enumerate(LAYERS)
         for name in names}

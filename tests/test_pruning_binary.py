@@ -152,7 +152,7 @@ def test_pruning_needs_a_dense_mode(capsys):
 
 @pytest.mark.parametrize("argv,message", [
     (["--pruning=sparse_training", "--target_sparsity=120"],
-     "--target_sparsity=120.0: a parameter sparsity in percent"),
+     "--target_sparsity=120.0: must be < 100."),
     (["--pruning=sparse_training", "--target_sparsity=0"],
      "--target_sparsity=0.0"),
     (["--pruning=sparse_training"], "needs exactly one budget"),
@@ -160,7 +160,8 @@ def test_pruning_needs_a_dense_mode(capsys):
       "--budget_from=/x"], "needs exactly one budget"),
     (["--pruning=sparse_training", "--target_sparsity=40",
       "--pruning_mask=meta"], "--pruning_mask=meta needs --mask_from"),
-    (["--target_sparsity=40"], "--target_sparsity applies to --pruning="),
+    (["--target_sparsity=40"], "--target_sparsity applies to --mode=meta "
+     "--sparsity_control=budget or to --pruning (got --mode=mtl"),
     (["--pruning=progressive", "--target_sparsity=40",
       "--pruning_begin_step=50", "--pruning_end_step=20"],
      "--pruning_end_step=20 must come after"),

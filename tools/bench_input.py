@@ -19,6 +19,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
+from ms_keras import config as config_lib
 from ms_keras import quiet_tf  # noqa: E402,F401  (must precede TensorFlow)
 
 from absl import app  # noqa: E402
@@ -43,7 +44,7 @@ def main(argv):
     from ms_keras import data as data_lib  # noqa: PLC0415
 
     size = tuple(int(v) for v in _IMAGE_SIZE.value)
-    config = data_lib.DataConfig(
+    config = config_lib.DataConfig(
         dataset=_DATASET.value, image_size=size, data_dir=_DATA_DIR.value,
         tfds_dir=_TFDS_DIR.value,
         segmentation_classes=data_lib.segmentation_classes(

@@ -5,7 +5,6 @@ examples behind it come from a TFDS builder prepared once into `data_dir`.
 """
 
 import contextlib
-import dataclasses
 import io
 import os
 
@@ -20,7 +19,6 @@ from ms_keras.data import pipeline
 from ms_keras.data import real_builders
 from ms_keras.data import synthetic_builders
 
-DEFAULT_SYNTHETIC_EXAMPLES = (1000, 200, 200)
 # Decoded splits smaller than this are kept in memory after the first pass.
 CACHE_BYTES = 2 * 2 ** 30
 # float32 image and normals, int32 labels, depth and edges.
@@ -44,75 +42,17 @@ def default_data_dir(dataset, tfds_dir=None):
     return os.path.join(tfds_root(tfds_dir), "downloads", "manual", dataset)
 
 
+def files_dir(config):
+    """The directory of a real dataset's files: `data_dir`, else the TFDS
+    manual-download place (`default_data_dir`)."""
+    return config.data_dir or default_data_dir(config.dataset,
+                                               config.tfds_dir)
+
+
 def manual_instructions(dataset):
     """What to download and where to put it (the builder's instructions)."""
     return " ".join(_REAL_BUILDERS[dataset].MANUAL_DOWNLOAD_INSTRUCTIONS
                     .split())
-
-
-@dataclasses.dataclass(frozen=True)
-class DataConfig:
-    """Where the examples of an experiment come from.
-
-    Attributes:
-        dataset: dataset name (`tasks.DATASET_NAMES`).
-        image_size: `(height, width)` fed to the model, multiples of 8.
-        data_dir: the directory holding the user's files of a real dataset
-            (None for the synthetic datasets).
-        tfds_dir: where TFDS keeps prepared examples (None: TFDS' default).
-        segmentation_classes: overrides the dataset's class count (e.g. 3 for
-            the CelebA background/hair/skin merge).
-        synthetic_examples: `(train, validation, test)` sizes of a synthetic
-            dataset.
-        synthetic_seed: seed of the synthetic generator.
-        synthetic_holes: punch Kinect-like holes into synthetic NYU depth.
-    """
-
-    dataset: str
-    image_size: tuple
-    data_dir: str = dataclasses.field(default=None,
-                                      metadata={"run_control": True})
-    tfds_dir: str = dataclasses.field(default=None,
-                                      metadata={"run_control": True})
-    segmentation_classes: int = None
-    synthetic_examples: tuple = DEFAULT_SYNTHETIC_EXAMPLES
-    synthetic_seed: int = 0
-    synthetic_holes: bool = True
-
-    def __post_init__(self):
-        for name in ("image_size", "synthetic_examples"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        if self.dataset not in tasks_lib.DATASET_NAMES:
-            raise ValueError(
-                f"--dataset={self.dataset}: expected one of "
-                f"{', '.join(tasks_lib.DATASET_NAMES)}.")
-        size = self.image_size
-        if len(size) != 2 or min(size) <= 0 or any(s % 8 for s in size):
-            raise ValueError(
-                f"--image_size={','.join(map(str, size))}: expected "
-                "height,width, two positive multiples of 8.")
-        counts = self.synthetic_examples
-        if len(counts) != 3 or min(counts) <= 0:
-            raise ValueError(
-                f"--synthetic_examples={','.join(map(str, counts))}: expected "
-                "train,validation,test, three positive counts.")
-        synthetic = self.spec.synthetic  # also checks segmentation_classes
-        if synthetic and self.data_dir:
-            raise ValueError(
-                f"--data_dir={self.data_dir}: dataset '{self.dataset}' is "
-                "generated, not read from files (its examples go to "
-                "--tfds_dir).")
-
-    @property
-    def spec(self):
-        """The DatasetSpec (tasks) of this configuration."""
-        return tasks_lib.get_dataset(self.dataset, self.segmentation_classes)
-
-    @property
-    def files_dir(self):
-        """The directory of a real dataset's files: `data_dir`, else the TFDS
-        manual-download place (`default_data_dir`)."""
-        return self.data_dir or default_data_dir(self.dataset, self.tfds_dir)
 
 
 def check_data_dir(config):
@@ -123,16 +63,16 @@ def check_data_dir(config):
             missing modality, or a split list naming a missing file; the
             message says what was found and where.
     """
-    if config.spec.synthetic:
+    if tasks_lib.dataset_spec(config).synthetic:
         return
-    files = config.files_dir
+    files = files_dir(config)
     if not os.path.isdir(files):
         raise ValueError(
             f"--data_dir={files}: no such directory. "
             f"{manual_instructions(config.dataset)}")
     if config.dataset == "nyu":
         layout = nyu.detect_layout(files)
-        classes = config.spec.tasks[0].output_channels
+        classes = tasks_lib.dataset_spec(config).tasks[0].output_channels
         if classes != nyu.default_classes(layout) and (
                 layout == nyu.MTAN or classes not in (13, 40)):
             raise ValueError(
@@ -159,7 +99,7 @@ def segmentation_classes(dataset, data_dir, requested):
 
 
 def _real_builder(config):
-    files = config.files_dir
+    files = files_dir(config)
     layout = (nyu.detect_layout(files) if config.dataset == "nyu"
               else "official")
     height, width = config.image_size
@@ -204,7 +144,7 @@ def builder(config):
     """
     check_data_dir(config)
     tfds.disable_progress_bar()
-    if not config.spec.synthetic:
+    if not tasks_lib.dataset_spec(config).synthetic:
         return _real_builder(config)
     height, width = config.image_size
     train, validation, test = config.synthetic_examples
@@ -236,8 +176,8 @@ def load(config, task_specs, split, batch_size, training, seed=0,
     count = prepared.info.splits[split].num_examples
     height, width = config.image_size
     return pipeline.make_batches(
-        examples, config.spec, task_specs, config.image_size, batch_size,
-        training, seed=seed, stream=stream,
+        examples, tasks_lib.dataset_spec(config), task_specs,
+        config.image_size, batch_size, training, seed=seed, stream=stream,
         cache=count * height * width * _DECODED_BYTES_PER_PIXEL < CACHE_BYTES)
 
 

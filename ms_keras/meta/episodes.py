@@ -6,17 +6,14 @@ N, samplers may restrict it to the full task set or to subsets of size <= k.
 """
 
 import itertools
-import re
 
 import numpy as np
 import tensorflow as tf
 
+from ms_keras.config import ALL_TASKS
+from ms_keras.config import UNIFORM
+from ms_keras.config import sampler_bound
 from ms_keras.data import pipeline
-
-UNIFORM = "uniform"
-ALL_TASKS = "all_tasks"
-_BOUNDED = re.compile(r"^size<=(\d+)$")
-SAMPLER_HELP = "uniform | all_tasks | size<=k"
 
 
 def power_set(num_tasks):
@@ -37,14 +34,6 @@ def power_set(num_tasks):
     return np.stack(rows)
 
 
-def check_sampler(sampler):
-    """Raises ValueError unless `sampler` is `uniform`, `all_tasks` or
-    `size<=k` (k is checked against the task count by `episode_table`)."""
-    if sampler in (UNIFORM, ALL_TASKS) or _BOUNDED.match(sampler or ""):
-        return
-    raise ValueError(f"--episode_sampler={sampler}: expected {SAMPLER_HELP}.")
-
-
 def episode_table(sampler, num_tasks):
     """The episodes a sampler draws from, uniformly.
 
@@ -56,20 +45,17 @@ def episode_table(sampler, num_tasks):
     Raises:
         ValueError: for an unknown sampler or k outside 1..num_tasks.
     """
+    bound = sampler_bound(sampler)
     if sampler == UNIFORM:
         return power_set(num_tasks)
     if sampler == ALL_TASKS:
         return np.ones((1, num_tasks), bool)
-    match = _BOUNDED.match(sampler or "")
-    if match:
-        bound = int(match.group(1))
-        if not 1 <= bound <= num_tasks:
-            raise ValueError(
-                f"--episode_sampler={sampler}: k must be in 1-{num_tasks} for "
-                f"{num_tasks} tasks.")
-        table = power_set(num_tasks)
-        return table[table.sum(axis=1) <= bound]
-    check_sampler(sampler)
+    if not 1 <= bound <= num_tasks:
+        raise ValueError(
+            f"--episode_sampler={sampler}: k must be in 1-{num_tasks} for "
+            f"{num_tasks} tasks.")
+    table = power_set(num_tasks)
+    return table[table.sum(axis=1) <= bound]
 
 
 def episode_stream(table, seed):
@@ -86,7 +72,7 @@ def episode_stream(table, seed):
     return tf.data.Dataset.counter().map(draw)
 
 
-def meta_batches(support, query, table, meta_batch_size, seed, probe=None):
+def meta_batches(support, query, table, meta_batch_size, seed):
     """Zips support batches, query batches and episodes into meta-batches.
 
     Args:
@@ -96,27 +82,22 @@ def meta_batches(support, query, table, meta_batch_size, seed, probe=None):
         table: the episode table (`episode_table`).
         meta_batch_size: episodes per meta-step.
         seed: seed of the episode draws.
-        probe: optional endless `(images, targets)` validation batches, one
-            per episode, on which a tolerance-mode run measures its quality.
 
     Returns:
         A `tf.data.Dataset` of dicts `support_images`, `support_targets`,
         `query_images`, `query_targets` (leading axis `meta_batch_size`),
         `episodes` (`(meta_batch_size, num_tasks)` int32 0/1: tf.distribute
-        averages a first batch to build the model, which bool cannot do) and,
-        with `probe`, `probe_images`, `probe_targets`.
+        averages a first batch to build the model, which bool cannot do).
     """
     if meta_batch_size < 1:
         raise ValueError(
             "`meta_batch_size` must be >= 1. Received: "
             f"meta_batch_size={meta_batch_size}")
-    streams = (support, query, episode_stream(table, seed))
-    if probe is not None:
-        streams = (*streams, probe)
-    zipped = tf.data.Dataset.zip(streams)
+    zipped = tf.data.Dataset.zip(
+        (support, query, episode_stream(table, seed)))
     zipped = zipped.batch(meta_batch_size, drop_remainder=True)
 
-    def as_dict(support_batch, query_batch, episodes, probe_batch=None):
+    def as_dict(support_batch, query_batch, episodes):
         batch = {
             "support_images": support_batch[0],
             "support_targets": support_batch[1],
@@ -124,8 +105,6 @@ def meta_batches(support, query, table, meta_batch_size, seed, probe=None):
             "query_targets": query_batch[1],
             "episodes": tf.cast(episodes, tf.int32),
         }
-        if probe_batch is not None:
-            batch["probe_images"], batch["probe_targets"] = probe_batch
         return batch
 
     return pipeline.shard_by_data(

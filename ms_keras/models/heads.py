@@ -3,11 +3,11 @@
 import keras
 
 from ms_keras import tasks as tasks_lib
+from ms_keras.config import DEFAULT_ASPP_RATES
 from ms_keras.models.layers import BilinearResize
 from ms_keras.models.layers import ExactBatchNormalization
 from ms_keras.models.layers import SpatialBroadcast
 
-DEFAULT_ASPP_RATES = (12, 24, 36)  # DeepLabv3 at output stride 8
 
 
 def _conv_bn_act(x, filters, kernel_size, name, activation, dilation_rate=1):

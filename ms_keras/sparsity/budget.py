@@ -11,7 +11,7 @@ sparse" (`control.SparsityController`).
 import numpy as np
 import tensorflow as tf
 
-from ms_keras.sparsity import groups as groups_lib
+from ms_keras import config as config_lib
 from ms_keras.sparsity import prox as prox_lib
 from ms_keras.sparsity import structure as structure_lib
 
@@ -33,7 +33,7 @@ class GroupRanking:
         self.kind = prox.kind
         sizes = []
         for kernel in prox.kernels:
-            if self.kind == groups_lib.CHANNEL:
+            if self.kind == config_lib.CHANNEL:
                 sizes.append(np.full(kernel.shape[2],
                                      prox_lib.group_size(kernel)))
             else:
@@ -41,7 +41,7 @@ class GroupRanking:
         self.sizes = np.concatenate(sizes).astype(np.float64)
         self.total = float(self.sizes.sum())
         self.structure = None
-        if self.kind == groups_lib.CHANNEL:
+        if self.kind == config_lib.CHANNEL:
             self.structure = structure_lib.FlopsModel(backbone)
             if self.structure.group_count != len(self.sizes):
                 raise ValueError(
@@ -56,7 +56,7 @@ class GroupRanking:
             threshold = tf.cast(self.prox.thresholds(optimizer, 1.0, kernel),
                                 tf.float32)
             value = tf.cast(kernel, tf.float32)
-            if self.kind == groups_lib.CHANNEL:
+            if self.kind == config_lib.CHANNEL:
                 norm = prox_lib.group_norms(value)
             else:
                 norm = tf.abs(value)

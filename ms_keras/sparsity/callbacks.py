@@ -8,8 +8,10 @@ The prox and the patterns themselves are applied inside the trainers' steps
 import os
 
 import keras
+import numpy as np
 import tensorflow as tf
 
+from ms_keras import config as config_lib
 from ms_keras.sparsity import control as control_lib
 from ms_keras.sparsity import pruning as pruning_lib
 from ms_keras.sparsity import structure as structure_lib
@@ -74,7 +76,7 @@ class SparsitySummaries(keras.callbacks.Callback):
                 if controller is not None:
                     tf.summary.scalar("sparsity/budget",
                                       controller.budget_now(step))
-                    if controller.mode == control_lib.TOLERANCE:
+                    if controller.mode == config_lib.TOLERANCE:
                         tf.summary.scalar("sparsity/quality_gap",
                                           100.0 * controller.gap())
                 tf.summary.scalar("sparsity/parameter",
@@ -220,11 +222,11 @@ class SparsityConstraint(keras.callbacks.Callback):
                  target_flops_speedup=None, quality_tolerance=None,
                  reference=None, task_names=()):
         super().__init__()
-        if mode not in (control_lib.BUDGET, control_lib.TOLERANCE):
+        if mode not in (config_lib.BUDGET, config_lib.TOLERANCE):
             raise ValueError(
-                f"`mode` must be '{control_lib.BUDGET}' or "
-                f"'{control_lib.TOLERANCE}'. Received: mode={mode}")
-        if mode == control_lib.TOLERANCE and reference is None:
+                f"`mode` must be '{config_lib.BUDGET}' or "
+                f"'{config_lib.TOLERANCE}'. Received: mode={mode}")
+        if mode == config_lib.TOLERANCE and reference is None:
             raise ValueError("Tolerance mode needs the `reference` curve.")
         self.backbone = backbone
         self.mode = mode
@@ -251,7 +253,7 @@ class SparsityConstraint(keras.callbacks.Callback):
     def holds(self, figures, gap=None):
         """Whether measured `figures` (and a quality gap) meet the
         constraint."""
-        if self.mode == control_lib.TOLERANCE:
+        if self.mode == config_lib.TOLERANCE:
             return gap <= self.quality_tolerance
         if self.target_flops_speedup is not None:
             return abs(figures["flops_speedup"] - self.target_flops_speedup
@@ -266,7 +268,77 @@ class SparsityConstraint(keras.callbacks.Callback):
         logs.setdefault("sparsity_parameter", figures["parameter_percent"])
         logs["sparsity_flops_speedup"] = figures["flops_speedup"]
         gap = None
-        if self.mode == control_lib.TOLERANCE:
+        if self.mode == config_lib.TOLERANCE:
             gap = self.quality_gap(logs)
             logs["val_quality_gap"] = gap
         logs["constraint_holds"] = float(self.holds(figures, gap))
+
+
+class QualityChecks(keras.callbacks.Callback):
+    """Feeds a tolerance-mode controller the model's validation task losses
+    `checks_per_epoch` times an epoch.
+
+    A check runs `task_losses(images, targets)` in inference mode over the
+    validation split (or its first `validation_steps` batches, as Keras'
+    validation does) and averages each task's loss over the batches that
+    label it; at an epoch's end it takes Keras' own `val_<task>_loss`
+    instead of evaluating again. `SparsityController.observe` then moves
+    the sparsity setpoint. Whole-split losses, not per-step probes: a max
+    over tasks of small-batch estimates is biased upward by their noise.
+
+    Example:
+
+    >>> checks = QualityChecks(trainer.controller, val_batches,
+    ...                        trainer.validation_task_losses, 75, 4)
+    >>> trainer.fit(batches, validation_data=val_batches, callbacks=[checks])
+
+    Args:
+        controller: the trainer's `control.SparsityController`.
+        validation_data: batched `(images, {task: target})` validation data.
+        task_losses: `(images, targets) -> (losses, labelled)` per task.
+        task_names: the tasks, in the controller's order.
+        steps_per_epoch: optimizer steps per epoch.
+        checks_per_epoch: quality checks per epoch (the last at its end).
+        validation_steps: batches per check (None: the whole split).
+    """
+
+    def __init__(self, controller, validation_data, task_losses, task_names,
+                 steps_per_epoch, checks_per_epoch, validation_steps=None):
+        super().__init__()
+        if validation_data is None:
+            raise ValueError(
+                "sparsity_control='tolerance' compares validation losses "
+                "with a dense reference: fit() needs `validation_data`.")
+        self.controller = controller
+        self.validation_data = validation_data
+        self.task_names = tuple(task_names)
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.every = max(1, self.steps_per_epoch // max(1, int(
+            checks_per_epoch)))
+        self.validation_steps = validation_steps
+        self._task_losses = tf.function(task_losses)
+
+    def evaluate(self):
+        """Each task's mean loss over the validation batches (numpy)."""
+        data = self.validation_data
+        if self.validation_steps:
+            data = data.take(self.validation_steps)
+        sums = counts = 0.0
+        for images, targets in data:
+            losses, labelled = self._task_losses(images, targets)
+            sums = sums + np.asarray(losses) * np.asarray(labelled)
+            counts = counts + np.asarray(labelled)
+        return sums / np.maximum(counts, 1.0)
+
+    def _observe(self, losses):
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        self.controller.observe(np.asarray(losses, np.float32), step)
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        if step % self.every == 0 and step % self.steps_per_epoch:
+            self._observe(self.evaluate())
+
+    def on_epoch_end(self, epoch, logs=None):
+        losses = [(logs or {}).get(f"val_{t}_loss") for t in self.task_names]
+        self._observe(self.evaluate() if None in losses else losses)

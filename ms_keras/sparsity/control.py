@@ -15,29 +15,24 @@ Three modes (`CONTROLS`):
   in the prox's metric, is smallest against `sqrt(n_g)`.
 - `tolerance`: the user states how much validation loss each task may lose
   against a dense reference; the run finds the sparsest backbone within it.
-  A sparsity setpoint is raised while every task's loss is within the
-  tolerance and lowered when one is not (dual ascent on the quality
-  constraint), and lambda realises the setpoint as in `budget`.
+  A few times an epoch the model's task losses on the validation split
+  (`observe`, from `callbacks.QualityChecks`) are compared with the
+  reference's at the same point of training; the sparsity setpoint is
+  raised while every task is within the tolerance and lowered when one is
+  not (dual ascent on the quality constraint), and lambda realises the
+  setpoint as in `budget`.
 
-Everything here runs inside the train step (tensors and variables), so that
-the prox, the controller and the meta-step stay one traced function.
+The solve runs inside the train step (tensors and variables), so that the
+prox, the controller and the meta-step stay one traced function.
 """
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from ms_keras import config as config_lib
 from ms_keras.sparsity import budget as budget_lib
-from ms_keras.sparsity import groups as groups_lib
 
-PAPER = "paper"
-BUDGET = "budget"
-TOLERANCE = "tolerance"
-CONTROLS = (TOLERANCE, BUDGET, PAPER)
-
-# Lambda's start in the controlled modes, where it only enters the first
-# step's inner prox (the prox's units: README, sparsity control).
-DEFAULT_LAMBDA_INIT = 1e-3
 # The budget ramps up over this fraction of the training steps, then holds.
 RAMP_FRACTION = 0.5
 # The tolerance controller raises the setpoint while the quality gap is below
@@ -51,11 +46,13 @@ TOLERANCE_AIM = 0.5
 # groups back to use (lowering as fast as the gap asks would overshoot too).
 FULL_SWING_FRACTION = 1.0
 LOWERING_SLOWDOWN = 2.0
-# After this fraction of training the setpoint no longer rises and falls as
-# soon as the gap passes the aim, measured against the finished reference
-# (what the kept checkpoint is held to), so that the last epochs train at a
-# settled sparsity with the band's margin below the tolerance.
-SETTLE_FRACTION = 0.75
+# After this fraction of training the setpoint no longer rises (it still
+# falls beyond the tolerance): the last part of training recovers from the
+# groups it lost, at a settled sparsity.
+SETTLE_FRACTION = 0.6
+# The running quality gap averages this many quality checks: one check's
+# losses move with the model's own step-to-step changes.
+CHECK_WINDOW = 2
 MAX_SETPOINT_PERCENT = 99.0
 # A landed budget: within this many points of parameter sparsity, or this
 # much FLOPs speed-up.
@@ -181,28 +178,26 @@ def quality_gap(losses, reference):
 
 
 def next_setpoint(setpoint, gap, tolerance, rate, settled=False):
-    """One step of the tolerance controller (percent points).
+    """One move of the tolerance controller (percent points).
 
     Dual ascent with a dead band: the setpoint rises by `rate` when the
     quality gap is zero, by less as the gap approaches the aim
     (`TOLERANCE_AIM * tolerance`), holds between the aim and the tolerance,
     and beyond the tolerance falls by up to `rate / LOWERING_SLOWDOWN`
-    (reached at twice the tolerance). Once `settled` it no longer rises and
-    falls from the aim on (reaching that rate one aim further).
+    (reached at twice the tolerance). Once `settled` it no longer rises.
 
     Args:
         setpoint: parameter sparsity setpoint (percent).
         gap: `quality_gap` of the current model (a fraction).
         tolerance: the allowed gap (a fraction, > 0).
-        rate: the largest rise per step (percent points).
+        rate: the largest rise (percent points) of this move.
         settled: the last part of training (a bool or a bool tensor).
     """
     aim = TOLERANCE_AIM * tolerance
     settled = tf.convert_to_tensor(settled)
     rise = tf.where(settled, 0.0,
                     tf.clip_by_value((aim - gap) / aim, 0.0, 1.0))
-    edge = tf.where(settled, aim, tolerance)
-    fall = tf.clip_by_value((gap - edge) / edge, 0.0, 1.0)
+    fall = tf.clip_by_value((gap - tolerance) / tolerance, 0.0, 1.0)
     change = rate * rise - rate / LOWERING_SLOWDOWN * fall
     return tf.clip_by_value(setpoint + change, 0.0, MAX_SETPOINT_PERCENT)
 
@@ -225,7 +220,7 @@ class SparsityController(keras.layers.Layer):
             (percent) in `tolerance` mode.
         reference: the `ReferenceCurve` of the dense reference (needed by
             `observe`, so by `tolerance` mode when training).
-        window: steps of the running average of the validation losses.
+        num_tasks: the tasks whose losses `observe` receives.
 
     Example:
 
@@ -236,19 +231,19 @@ class SparsityController(keras.layers.Layer):
 
     def __init__(self, mode, total_steps, target_sparsity=None,
                  target_flops_speedup=None, quality_tolerance=None,
-                 reference=None, window=10, num_tasks=1, **kwargs):
+                 reference=None, num_tasks=1, **kwargs):
         super().__init__(trainable=False, **kwargs)
-        if mode not in (BUDGET, TOLERANCE):
+        if mode not in (config_lib.BUDGET, config_lib.TOLERANCE):
             raise ValueError(
-                f"`mode` must be '{BUDGET}' or '{TOLERANCE}'. Received: "
-                f"mode={mode}")
-        if mode == BUDGET and (target_sparsity is None) == (
+                f"`mode` must be '{config_lib.BUDGET}' or "
+                f"'{config_lib.TOLERANCE}'. Received: mode={mode}")
+        if mode == config_lib.BUDGET and (target_sparsity is None) == (
                 target_flops_speedup is None):
             raise ValueError(
                 "A budget needs exactly one of `target_sparsity` and "
                 f"`target_flops_speedup`. Received: {target_sparsity}, "
                 f"{target_flops_speedup}")
-        if mode == TOLERANCE and not quality_tolerance:
+        if mode == config_lib.TOLERANCE and not quality_tolerance:
             raise ValueError(
                 "`tolerance` mode needs a positive `quality_tolerance`. "
                 f"Received: quality_tolerance={quality_tolerance}")
@@ -258,7 +253,6 @@ class SparsityController(keras.layers.Layer):
         self.target_flops_speedup = target_flops_speedup
         self.quality_tolerance = quality_tolerance
         self._reference = _Untracked(curve=reference)
-        self.window = max(1, int(window))
         self.num_tasks = int(num_tasks)
         self._ranking = None
         self.setpoint = self.add_weight(shape=(), initializer="zeros",
@@ -272,6 +266,9 @@ class SparsityController(keras.layers.Layer):
         self.average_weight = self.add_weight(
             shape=(), initializer="zeros", trainable=False,
             name="average_weight")
+        self.last_check = self.add_weight(
+            shape=(), initializer="zeros", trainable=False,
+            name="last_check")
 
     @property
     def reference(self):
@@ -309,7 +306,7 @@ class SparsityController(keras.layers.Layer):
 
     def attach(self, prox, backbone):
         """Binds the controller to the prox and backbone it steers."""
-        if self.measures_flops and prox.kind != groups_lib.CHANNEL:
+        if self.measures_flops and prox.kind != config_lib.CHANNEL:
             raise ValueError(
                 "--target_flops_speedup needs channel sparsity: zeroed single "
                 "weights remove no channel (got --sparsity=unstructured).")
@@ -326,7 +323,7 @@ class SparsityController(keras.layers.Layer):
     def budget_now(self, step):
         """The budget in force at `step`: the ramped target (budget mode,
         percent or speed-up) or the setpoint (tolerance mode, percent)."""
-        if self.mode == TOLERANCE:
+        if self.mode == config_lib.TOLERANCE:
             return self.setpoint.value
         ramp = cubic_ramp(step, self._steps())
         if self.measures_flops:
@@ -350,38 +347,41 @@ class SparsityController(keras.layers.Layer):
         return lam * (1.0 + 1e-5)
 
     def observe(self, losses, step):
-        """Tolerance mode: folds one validation estimate of the task losses
-        into the running averages and moves the setpoint.
+        """Tolerance mode: folds one quality check (the task losses on the
+        validation split) into the running averages and moves the setpoint
+        by the rate times the steps since the last check.
 
         Args:
             losses: per-task validation losses of the current model.
-            step: the optimizer step (for the reference curve).
+            step: the optimizer step of the check.
+
+        Returns:
+            The running quality gap (a fraction).
         """
         if self.reference is None:
             raise ValueError("`observe` needs the dense `reference` curve.")
         losses = tf.cast(losses, tf.float32)
-        fraction = tf.cast(step, tf.float32) / float(self._steps())
-        settled = fraction >= SETTLE_FRACTION
-        # The dense reference at the same point of training; once settled,
-        # its finished model, which the kept checkpoint is held to.
-        reference = tf.where(settled,
-                             tf.constant(self.reference.final, tf.float32),
-                             self.reference.tensor_at(fraction))
+        step = tf.cast(step, tf.float32)
+        fraction = step / float(self._steps())
+        # The dense reference at the same point of training, averaged like
+        # the model's losses, so that both lag alike.
+        reference = self.reference.tensor_at(fraction)
         # Nothing is compared (and the setpoint stays) before the reference
         # curve starts.
         active = fraction >= self.reference.first_fraction
-        decay = tf.where(active, 1.0 - 1.0 / self.window, 1.0)
+        decay = tf.where(active, 1.0 - 1.0 / CHECK_WINDOW, 1.0)
         self.loss_average.assign(decay * self.loss_average + (1 - decay)
                                  * losses)
-        # The reference is averaged the same way, so both lag alike.
         self.reference_average.assign(decay * self.reference_average
                                       + (1 - decay) * reference)
         self.average_weight.assign(decay * self.average_weight + (1 - decay))
         gap = self.gap()
-        tolerance = self.quality_tolerance / 100.0
-        moved = next_setpoint(self.setpoint, gap, tolerance, self.rate,
-                              settled)
+        moved = next_setpoint(
+            self.setpoint, gap, self.quality_tolerance / 100.0,
+            self.rate * (step - self.last_check),
+            fraction >= SETTLE_FRACTION)
         self.setpoint.assign(tf.where(active, moved, self.setpoint))
+        self.last_check.assign(step)
         return gap
 
     def gap(self):

@@ -13,13 +13,13 @@ import dataclasses
 import keras
 
 from ms_keras import keras_compat
+from ms_keras.config import CHANNEL
+from ms_keras.config import NONE
+from ms_keras.config import UNSTRUCTURED
 from ms_keras.models.layers import ExactBatchNormalization
 
 _BATCH_NORMS = (ExactBatchNormalization, keras.layers.BatchNormalization)
 
-CHANNEL = "channel"
-UNSTRUCTURED = "unstructured"
-NONE = "none"
 KINDS = (NONE, CHANNEL, UNSTRUCTURED)
 
 

@@ -41,17 +41,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ms_keras import config as config_lib
 from ms_keras import keras_compat
 from ms_keras.sparsity import groups as groups_lib
 from ms_keras.sparsity import prox as prox_lib
 
-ADAM_METRIC = "adam_metric"
-RESET_MOMENTS = "reset_moments"
-ADAM_METRIC_RESET = "adam_metric_reset"
-PLAIN = "plain"
-PROX_STEPS = (ADAM_METRIC_RESET, ADAM_METRIC, RESET_MOMENTS, PLAIN)
-_IN_ADAM_METRIC = (ADAM_METRIC, ADAM_METRIC_RESET)
-_RESETS = (RESET_MOMENTS, ADAM_METRIC_RESET)
+_IN_ADAM_METRIC = (config_lib.ADAM_METRIC, config_lib.ADAM_METRIC_RESET)
+_RESETS = (config_lib.RESET_MOMENTS, config_lib.ADAM_METRIC_RESET)
 
 
 def _adam_scale(optimizer, kernel, kind):
@@ -64,7 +60,7 @@ def _adam_scale(optimizer, kernel, kind):
     alpha = tf.sqrt(1.0 - beta_2 ** step) / (1.0 - beta_1 ** step)
     metric = tf.sqrt(tf.cast(velocity, kernel.dtype)) + prox_lib.as_dtype(
         optimizer.epsilon, kernel.dtype)
-    if kind == groups_lib.CHANNEL:
+    if kind == config_lib.CHANNEL:
         metric = tf.reduce_mean(metric, axis=(0, 1, 3))
     return alpha / metric
 
@@ -81,19 +77,20 @@ class OuterProx:
     Args:
         backbone: the backbone whose conv kernels are penalised.
         kind: `channel` or `unstructured`.
-        step: one of `PROX_STEPS`.
+        step: one of `config_lib.PROX_STEPS`.
         preserve_norm: rescale each kernel followed by batch norm to the norm
             it had before the prox (the function is unchanged by it).
     """
 
-    def __init__(self, backbone, kind=groups_lib.CHANNEL,
-                 step=ADAM_METRIC_RESET, preserve_norm=True):
-        if kind not in (groups_lib.CHANNEL, groups_lib.UNSTRUCTURED):
+    def __init__(self, backbone, kind=config_lib.CHANNEL,
+                 step=config_lib.ADAM_METRIC_RESET, preserve_norm=True):
+        if kind not in (config_lib.CHANNEL, config_lib.UNSTRUCTURED):
             raise ValueError(
                 f"`kind` must be 'channel' or 'unstructured'. Received: {kind}")
-        if step not in PROX_STEPS:
+        if step not in config_lib.PROX_STEPS:
             raise ValueError(
-                f"`step` must be one of {PROX_STEPS}. Received: step={step}")
+                f"`step` must be one of {config_lib.PROX_STEPS}. Received: "
+                f"step={step}")
         self.kind = kind
         self.step = step
         self.preserve_norm = bool(preserve_norm)
@@ -107,7 +104,7 @@ class OuterProx:
         kernel-shaped tensor for unstructured sparsity)."""
         lr = prox_lib.as_dtype(optimizer.learning_rate, kernel.dtype)
         base = lr * prox_lib.as_dtype(lam, kernel.dtype)
-        if self.kind == groups_lib.CHANNEL:
+        if self.kind == config_lib.CHANNEL:
             base = base * tf.sqrt(tf.cast(prox_lib.group_size(kernel),
                                           kernel.dtype))
             shape = (kernel.shape[2],)
@@ -124,7 +121,7 @@ class OuterProx:
         means = []
         for kernel, rescaled in zip(self.kernels, self._rescaled):
             threshold = self.thresholds(optimizer, lam, kernel)
-            if self.kind == groups_lib.CHANNEL:
+            if self.kind == config_lib.CHANNEL:
                 value = prox_lib.group_soft_threshold(kernel, threshold)
                 alive = tf.cast(prox_lib.group_norms(value) > 0,
                                 kernel.dtype)[None, None, :, None]

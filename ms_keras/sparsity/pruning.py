@@ -25,13 +25,12 @@ import dataclasses
 
 import numpy as np
 
+from ms_keras.config import MAGNITUDE
+from ms_keras.config import MASK_SOURCES
+from ms_keras.config import META
+from ms_keras.config import RANDOM
 from ms_keras.sparsity import groups as groups_lib
 from ms_keras.sparsity import structure as structure_lib
-
-MAGNITUDE = "magnitude"
-RANDOM = "random"
-META = "meta"
-MASK_SOURCES = (MAGNITUDE, RANDOM, META)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -116,7 +116,7 @@ class DeltaMLogger(keras.callbacks.Callback):
 
     Example:
 
-    >>> logger = DeltaMLogger(dense_run_validation, config.task_specs)
+    >>> logger = DeltaMLogger(dense_run_validation, task_specs)
     >>> trainer.fit(batches, validation_data=val,
     ...             callbacks=[logger, AtomicBestCheckpoint(path,
     ...                                                     "val_delta_m", "max")])

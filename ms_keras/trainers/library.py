@@ -12,6 +12,7 @@ import keras
 import numpy as np
 from absl import logging
 
+from ms_keras import config as config_lib
 from ms_keras.meta import episodes as episodes_lib
 from ms_keras.models.layers import ExactBatchNormalization
 from ms_keras.sparsity import callbacks as sparsity_callbacks
@@ -20,43 +21,36 @@ from ms_keras.sparsity import proximal
 from ms_keras.sparsity.lam import SparsityStrength
 
 
-def build_sparsity(backbone, sparsity, sparsity_control=None,
-                   lambda_init=None, lambda_beta=1.0,
-                   prox_step=proximal.ADAM_METRIC_RESET, preserve_norm=True,
-                   target_sparsity=None, target_flops_speedup=None,
-                   quality_tolerance=None, reference=None, num_tasks=1):
-    """`(lam, prox, controller)` of a sparse meta-training run from the
-    config's option names (see `config.MetaConfig`).
+def build_sparsity(backbone, sparsity, meta, reference=None, num_tasks=1):
+    """`(lam, prox, controller)` of a sparse meta-training run.
+
+    Args:
+        backbone: the backbone the prox acts on.
+        sparsity: its `config.SparsityConfig`.
+        meta: the run's `config.MetaConfig` (a sparse run's control is
+            `tolerance` unless it states another).
+        reference: the dense reference's `control.ReferenceCurve`
+            (tolerance mode), or None.
+        num_tasks: the tasks the controller compares.
 
     The controller of `budget` and `tolerance` modes learns the run's
     length at `fit` (`SparsityController.total_steps`).
-
-    Raises:
-        ValueError: for options that do not fit together.
     """
-    control = sparsity_control or control_lib.TOLERANCE
-    if control not in control_lib.CONTROLS:
-        raise ValueError(
-            f"`sparsity_control` must be one of "
-            f"{', '.join(control_lib.CONTROLS)}. Received: "
-            f"sparsity_control={sparsity_control}")
-    if control == control_lib.PAPER and lambda_init is None:
-        raise ValueError(
-            "sparsity_control='paper' needs `lambda_init`: lambda's start "
-            "decides the sparsity there.")
-    if control == control_lib.TOLERANCE and quality_tolerance is None:
-        quality_tolerance = 2.0
-    lam = SparsityStrength(lambda_init or control_lib.DEFAULT_LAMBDA_INIT,
-                           beta=lambda_beta,
-                           learnable=control == control_lib.PAPER,
-                           name="lam")
-    prox = proximal.OuterProx(backbone, sparsity, prox_step, preserve_norm)
+    control = meta.sparsity_control or config_lib.TOLERANCE
+    tolerance = meta.quality_tolerance
+    if control == config_lib.TOLERANCE and tolerance is None:
+        tolerance = config_lib.DEFAULT_QUALITY_TOLERANCE
+    lam = SparsityStrength(meta.lambda_init or config_lib.DEFAULT_LAMBDA_INIT,
+                           beta=sparsity.lambda_beta,
+                           learnable=control == config_lib.PAPER, name="lam")
+    prox = proximal.OuterProx(backbone, sparsity.kind, sparsity.prox_step,
+                              sparsity.preserve_norm)
     controller = None
-    if control != control_lib.PAPER:
+    if control != config_lib.PAPER:
         controller = control_lib.SparsityController(
-            control, None, target_sparsity=target_sparsity,
-            target_flops_speedup=target_flops_speedup,
-            quality_tolerance=quality_tolerance, reference=reference,
+            control, None, target_sparsity=meta.target_sparsity,
+            target_flops_speedup=meta.target_flops_speedup,
+            quality_tolerance=tolerance, reference=reference,
             num_tasks=num_tasks, name="controller")
     return lam, prox, controller
 
@@ -128,8 +122,7 @@ def is_meta_batch(dataset):
 
 
 def meta_batches_from(dataset, num_tasks, meta_batch_size=1,
-                      episode_sampler=episodes_lib.ALL_TASKS, seed=0,
-                      probe=None):
+                      episode_sampler=config_lib.ALL_TASKS, seed=0):
     """Meta-batches from one `(images, {task: target})` dataset.
 
     Consecutive batches alternate as support and query, so the two of an
@@ -142,25 +135,12 @@ def meta_batches_from(dataset, num_tasks, meta_batch_size=1,
         meta_batch_size: episodes per meta-step.
         episode_sampler: see `episodes.episode_table`.
         seed: seed of the episode draws.
-        probe: optional batched validation dataset (tolerance mode).
     """
     repeated = dataset.repeat()
     support, query = repeated.shard(2, 0), repeated.shard(2, 1)
     table = episodes_lib.episode_table(episode_sampler, num_tasks)
-    if probe is not None:
-        probe = probe.unbatch().repeat().batch(
-            _batch_size(dataset), drop_remainder=True)
     return episodes_lib.meta_batches(support, query, table, meta_batch_size,
-                                     seed, probe=probe)
-
-
-def _batch_size(dataset):
-    images = dataset.element_spec[0]
-    size = images.shape[0]
-    if size is None:
-        for batch in dataset.take(1):
-            size = int(batch[0].shape[0])
-    return int(size)
+                                     seed)
 
 
 def steps_of(dataset, steps_per_epoch, meta_batch_size):
@@ -247,7 +227,7 @@ def selection_callbacks(trainer):
     """The constraint check and the in-memory selection of a controlled
     `fit` on a plain dataset."""
     controller = trainer.controller
-    tolerance = controller.mode == control_lib.TOLERANCE
+    tolerance = controller.mode == config_lib.TOLERANCE
     constraint = sparsity_callbacks.SparsityConstraint(
         trainer.network.backbone, controller.mode,
         target_sparsity=controller.target_sparsity,

@@ -13,21 +13,43 @@ refreshes the batch-norm moving statistics, so that inference uses
 statistics of the weights that are evaluated and shipped.
 """
 
+import dataclasses
+
 import keras
 import numpy as np
 import tensorflow as tf
 
+from ms_keras import config as config_lib
 from ms_keras.trainers import library
 from ms_keras.trainers import meta_step
-from ms_keras.trainers.meta_step import INNER_PROX_MODES
-from ms_keras.sparsity import control as control_lib
+from ms_keras.sparsity import callbacks as sparsity_callbacks
 from ms_keras.sparsity import groups as groups_lib
 from ms_keras.sparsity import prox as prox_lib
 from ms_keras.sparsity import structure as structure_lib
 from ms_keras.trainers.multitask import MultiTaskTrainer
-from ms_keras.trainers.multitask import once_for_all_replicas
 from ms_keras.trainers.multitask import reducible
 from ms_keras.trainers.multitask import replica_scale
+
+_META_FIELDS = tuple(f.name for f in dataclasses.fields(config_lib.MetaConfig))
+_SPARSITY_FIELDS = tuple(f.name for f in dataclasses.fields(
+    config_lib.SparsityConfig) if f.name != "kind")
+
+
+def split_options(options):
+    """`(meta, sparsity, rest)` of a trainer's keyword options: the fields of
+    `config.MetaConfig`, of `config.SparsityConfig`, and the rest (Keras')."""
+    meta = {k: v for k, v in options.items() if k in _META_FIELDS}
+    sparsity = {k: v for k, v in options.items() if k in _SPARSITY_FIELDS}
+    rest = {k: v for k, v in options.items()
+            if k not in meta and k not in sparsity}
+    unknown = sorted(set(rest) - {"name", "dtype", "trainable"})
+    if unknown:
+        raise ValueError(
+            f"Unknown option(s) {unknown}. MetaSparsityTrainer takes the "
+            "fields of config.MetaConfig and config.SparsityConfig: "
+            f"{', '.join(sorted(_META_FIELDS + _SPARSITY_FIELDS))}.")
+    return meta, sparsity, rest
+
 
 class MetaSparsityTrainer(meta_step.MetaStep, MultiTaskTrainer):
     """Meta-trains a multi-task model and its sparsity strength (Alg. 3).
@@ -40,42 +62,23 @@ class MetaSparsityTrainer(meta_step.MetaStep, MultiTaskTrainer):
             (Alg. 3: L_Ei = l_Tj).
         sparsity: `channel`, `unstructured` or `none` (meta-learning
             baseline: no penalty, no prox, no lambda).
-        sparsity_control: `tolerance` (default), `budget` or `paper`; with
-            `lambda_init`, `lambda_beta`, `prox_step`, `preserve_norm`,
-            `target_sparsity`, `target_flops_speedup`, `quality_tolerance`
-            and `reference` (a `control.ReferenceCurve`; without it a
-            tolerance-mode `fit` trains the dense reference first) it builds
-            lambda, the prox and the controller (`trainers.library`); the
-            names and meanings are those of `config.MetaConfig` and the
-            flags.
-        lam: a `SparsityStrength`, instead of the options above.
+        lam: a `SparsityStrength`; with `prox`, instead of building them
+            from the options.
         prox: the outer `sparsity.proximal.OuterProx`, with `lam`.
         masks: optional `sparsity.proximal.KernelMasks` (a fixed pattern).
-        inner_steps: SGD steps of the inner loop (k).
-        inner_lr: inner learning rate (alpha_in).
-        first_order: drop second derivatives (FOMAML).
-        inner_prox: the prox after each inner step: `differentiable` (lambda
-            gets the implicit term of Eq. 15 through it), `straight_through`
-            (the same forward values; the weights of a group the inner prox
-            zeroes get the gradient of the identity instead of zero, so a
-            group zeroed only inside the inner loop keeps a meta-gradient
-            that can defend it) or `off` (Alg. 3 literally: lambda then gets
-            only the explicit term, Eq. 14).
-        regrow_prob: probability of re-initialising a zero group in the fast
-            weights at the start of each episode.
-        controller: optional `sparsity.control.SparsityController` that
-            sets lambda every step (budget and tolerance modes); in
-            tolerance mode the meta-batches carry validation batches
-            (`probe_images`, `probe_targets`) it measures the quality on.
-        inner_clip_norm: if > 0, clip each inner gradient to this global
-            norm. A conv kernel followed by batch norm is scale-invariant, so
-            its gradient grows as the prox shrinks it; without a bound the
-            inner step on an almost-zero kernel can be 100x its norm.
-        seed: seed of the regrowth draws.
-        meta_batch_size: episodes per meta-step, when `fit` builds the
-            meta-batches from a plain dataset.
-        episode_sampler: which task subsets those episodes train on
-            (`uniform`, `all_tasks`, `size<=k`).
+        controller: optional `sparsity.control.SparsityController` (built
+            from the options in `budget` and `tolerance` modes).
+        reference: the dense reference's `control.ReferenceCurve` in
+            `tolerance` mode; without it `fit` on a plain dataset trains the
+            dense reference first.
+        seed: seed of the regrowth draws and episodes.
+        **options: the fields of `config.MetaConfig` (`sparsity_control`,
+            `target_sparsity`, `target_flops_speedup`, `quality_tolerance`,
+            `lambda_init`, `inner_steps`, `inner_lr`, `first_order`,
+            `inner_prox`, `meta_batch_size`, `episode_sampler`, ...) and of
+            `config.SparsityConfig` (`prox_step`, `preserve_norm`,
+            `lambda_beta`), with the meanings, defaults and checks given
+            there (the flags of the same names are generated from them).
 
     Second-order meta-gradients need exact second derivatives: Keras'
     `BatchNormalization` layers of the model are swapped for
@@ -91,70 +94,48 @@ class MetaSparsityTrainer(meta_step.MetaStep, MultiTaskTrainer):
     """
 
     def __init__(self, network, task_specs, loss_weighting="uncertainty",
-                 sparsity=groups_lib.CHANNEL, lam=None, prox=None, masks=None,
-                 inner_steps=1, inner_lr=1e-2, first_order=False,
-                 inner_prox="straight_through", regrow_prob=0.0,
-                 inner_clip_norm=0.0, seed=0, sparsity_control=None,
-                 lambda_init=None, lambda_beta=1.0,
-                 prox_step="adam_metric_reset", preserve_norm=True,
-                 target_sparsity=None, target_flops_speedup=None,
-                 quality_tolerance=None, reference=None, meta_batch_size=1,
-                 episode_sampler="all_tasks", **kwargs):
+                 sparsity=config_lib.CHANNEL, lam=None, prox=None, masks=None,
+                 controller=None, reference=None, seed=0, **options):
+        meta_options, sparsity_options, rest = split_options(options)
         if sparsity not in groups_lib.KINDS:
             raise ValueError(
-                f"`sparsity` must be one of {groups_lib.KINDS}. Received: "
-                f"sparsity={sparsity}")
-        sparse = sparsity != groups_lib.NONE
+                f"`sparsity` must be one of {', '.join(groups_lib.KINDS)}. "
+                f"Received: sparsity={sparsity}")
+        sparse = sparsity != config_lib.NONE
+        # One validation of the options: the config's.
+        self.options = config_lib.MetaConfig(**meta_options)
+        self.sparsity_options = (
+            config_lib.SparsityConfig(kind=sparsity, **sparsity_options)
+            if sparse else None)
         if sparse:  # a layer it cannot analyse is refused here, in one line
             structure_lib.analyse(network.backbone)
         self.swapped_batch_norms = (
-            [] if first_order else library.exact_second_order(network))
+            [] if self.options.first_order
+            else library.exact_second_order(network))
         if sparse and lam is None and prox is None:
             lam, prox, built = library.build_sparsity(
-                network.backbone, sparsity, sparsity_control, lambda_init,
-                lambda_beta, prox_step, preserve_norm, target_sparsity,
-                target_flops_speedup, quality_tolerance, reference,
-                num_tasks=len(task_specs))
-            kwargs.setdefault("controller", built)
+                network.backbone, self.sparsity_options, self.options,
+                reference, num_tasks=len(task_specs))
+            controller = controller or built
         if sparse and (lam is None or prox is None):
             raise ValueError(
                 f"sparsity='{sparsity}' needs a sparsity strength `lam` and "
                 "an outer `prox` (or neither: the options build them).")
-        if meta_batch_size < 1:
-            raise ValueError(
-                "`meta_batch_size` must be >= 1. Received: "
-                f"meta_batch_size={meta_batch_size}")
-        if inner_steps < 1:
-            raise ValueError(
-                f"`inner_steps` must be >= 1. Received: inner_steps={inner_steps}")
-        if inner_lr <= 0:
-            raise ValueError(
-                f"`inner_lr` must be positive. Received: inner_lr={inner_lr}")
-        if inner_clip_norm < 0:
-            raise ValueError(
-                "`inner_clip_norm` must be >= 0. Received: "
-                f"inner_clip_norm={inner_clip_norm}")
-        if not 0.0 <= regrow_prob <= 1.0:
-            raise ValueError(
-                "`regrow_prob` must be in [0, 1]. Received: "
-                f"regrow_prob={regrow_prob}")
-        if inner_prox not in INNER_PROX_MODES:
-            raise ValueError(
-                f"`inner_prox` must be one of {INNER_PROX_MODES}. Received: "
-                f"inner_prox={inner_prox}")
         super().__init__(network, task_specs, loss_weighting,
                          lam=lam if sparse else None,
-                         prox=prox if sparse else None, masks=masks, **kwargs)
+                         prox=prox if sparse else None, masks=masks,
+                         controller=controller, **rest)
         self.sparsity = sparsity
-        self.meta_batch_size = int(meta_batch_size)
-        self.episode_sampler = episode_sampler
         self.seed = int(seed)
-        self.inner_steps = int(inner_steps)
-        self.inner_lr = float(inner_lr)
-        self.first_order = bool(first_order)
-        self.inner_prox = inner_prox
-        self.regrow_prob = float(regrow_prob)
-        self.inner_clip_norm = float(inner_clip_norm)
+        options = self.options
+        self.meta_batch_size = options.meta_batch_size
+        self.episode_sampler = options.episode_sampler
+        self.inner_steps = options.inner_steps
+        self.inner_lr = options.inner_lr
+        self.first_order = options.first_order
+        self.inner_prox = options.inner_prox
+        self.regrow_prob = options.regrow_prob
+        self.inner_clip_norm = options.inner_clip_norm
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.lambda_optimizer = None
         self.backbone = network.backbone
@@ -182,7 +163,7 @@ class MetaSparsityTrainer(meta_step.MetaStep, MultiTaskTrainer):
     def _trains_own_reference(self):
         controller = self.controller
         return (controller is not None and controller.reference is None
-                and controller.mode == control_lib.TOLERANCE)
+                and controller.mode == config_lib.TOLERANCE)
 
     def fit(self, x=None, y=None, epochs=1, steps_per_epoch=None,
             validation_data=None, callbacks=None, verbose="auto", **kwargs):
@@ -199,30 +180,39 @@ class MetaSparsityTrainer(meta_step.MetaStep, MultiTaskTrainer):
         """
         callbacks = list(callbacks or [])
         controller = self.controller
-        if isinstance(x, tf.data.Dataset) and not library.is_meta_batch(x):
-            steps = library.steps_of(x, steps_per_epoch,
-                                     self.meta_batch_size)
-            probe = None
-            if controller is not None:
-                controller.total_steps = epochs * steps
-                if self._trains_own_reference():
-                    controller.reference = library.train_dense_reference(
-                        self, x, validation_data, epochs, steps, verbose)
-                if controller.mode == control_lib.TOLERANCE:
-                    probe = validation_data
-                callbacks += library.selection_callbacks(self)
-                # The schedule is part of the traced step.
-                self.train_function = None
-            x = library.meta_batches_from(
-                x, len(self.task_specs), self.meta_batch_size,
-                self.episode_sampler, self.seed, probe)
-            steps_per_epoch = steps
-        elif controller is not None and controller.total_steps is None:
+        plain = (isinstance(x, tf.data.Dataset)
+                 and not library.is_meta_batch(x))
+        if plain:
+            steps_per_epoch = library.steps_of(x, steps_per_epoch,
+                                               self.meta_batch_size)
+        if controller is not None:
             if not steps_per_epoch:
                 raise ValueError(
                     "A sparsity controller needs the run's length: pass "
                     "`steps_per_epoch`.")
             controller.total_steps = epochs * steps_per_epoch
+            if controller.mode == config_lib.TOLERANCE:
+                if self._trains_own_reference():
+                    if not plain:
+                        raise ValueError(
+                            "sparsity_control='tolerance' on meta-batches "
+                            "needs the dense `reference` curve.")
+                    controller.reference = library.train_dense_reference(
+                        self, x, validation_data, epochs, steps_per_epoch,
+                        verbose)
+                callbacks.append(sparsity_callbacks.QualityChecks(
+                    controller, validation_data, self.validation_task_losses,
+                    self.task_names, steps_per_epoch,
+                    self.options.quality_checks,
+                    kwargs.get("validation_steps")))
+            if plain:
+                callbacks += library.selection_callbacks(self)
+            # The schedule is part of the traced step.
+            self.train_function = None
+        if plain:
+            x = library.meta_batches_from(
+                x, len(self.task_specs), self.meta_batch_size,
+                self.episode_sampler, self.seed)
         return super().fit(x, y, epochs=epochs,
                            steps_per_epoch=steps_per_epoch,
                            validation_data=validation_data,
@@ -231,14 +221,19 @@ class MetaSparsityTrainer(meta_step.MetaStep, MultiTaskTrainer):
     def compile(self, optimizer="adam", lambda_optimizer=None, **kwargs):
         """Like `keras.Model.compile`; `lambda_optimizer` updates lambda.
 
-        Without one, lambda is updated by a copy of `optimizer`'s class and
-        configuration. Both optimizers are built here so that the first
-        traced step does not create variables (which would trace it twice).
+        Without one, lambda (in the paper's mode) is updated by the
+        `lambda_optimizer` option's kind at `lambda_lr` (0: the learning
+        rate of `optimizer`). Both optimizers are built here so that the
+        first traced step does not create variables (which would trace it
+        twice).
         """
         super().compile(optimizer=optimizer, **kwargs)
         if lambda_optimizer is None and self.learns_lambda:
-            lambda_optimizer = self.optimizer.__class__.from_config(
-                self.optimizer.get_config())
+            rate = self.options.lambda_lr or float(keras.ops.convert_to_numpy(
+                self.optimizer.learning_rate))
+            kind = (keras.optimizers.SGD if self.options.lambda_optimizer
+                    == "sgd" else keras.optimizers.Adam)
+            lambda_optimizer = kind(rate)
         self.lambda_optimizer = lambda_optimizer
         if self.learns_lambda:
             self.lambda_optimizer.build([self.lam.raw])
@@ -343,28 +338,17 @@ class MetaSparsityTrainer(meta_step.MetaStep, MultiTaskTrainer):
                           *self.sparsity_trackers])
         logs["gradient_norm"] = norm
         if self.controller is not None:
-            if self.controller.mode == control_lib.TOLERANCE:
-                self.observe_quality(data["probe_images"],
-                                     data["probe_targets"])
+            if self.controller.mode == config_lib.TOLERANCE:
                 logs["quality_gap"] = 100.0 * self.controller.gap()
             logs["sparsity_budget"] = self.controller.budget_now(
                 self.optimizer.iterations)
         return reducible(logs)
 
-    def observe_quality(self, images, targets):
-        """Tolerance mode: the current model's task losses on this step's
-        validation batches (inference mode), averaged over replicas, fed to
-        the controller, which moves its sparsity setpoint."""
-        flat = lambda t: tf.reshape(t, [-1, *t.shape[2:]])
-        images = flat(images)
-        targets = tf.nest.map_structure(flat, targets)
-        predictions = self.network(images, training=False)
-        losses = tf.cast(self.task_losses(targets, predictions)[0],
-                         tf.float32)
-        losses = tf.distribute.get_replica_context().all_reduce(
-            tf.distribute.ReduceOp.MEAN, losses)
-        step = self.optimizer.iterations
-        once_for_all_replicas(lambda: self.controller.observe(losses, step))
+    def validation_task_losses(self, images, targets):
+        """`(losses, labelled)` of a validation batch, in inference mode
+        (what `QualityChecks` averages)."""
+        return self.task_losses(targets, self.network(images,
+                                                      training=False))
 
     def refresh_statistics(self, query_images):
         """One moving-statistics update from training-mode passes at the meta

@@ -6,13 +6,14 @@ import collections
 import keras
 import tensorflow as tf
 
+from ms_keras import config as config_lib
+from ms_keras.config import INNER_PROX
 from ms_keras.meta import inner_loop
-from ms_keras.sparsity import groups as groups_lib
 from ms_keras.sparsity import prox as prox_lib
 from ms_keras.trainers.multitask import gradients as multitask_gradients
 from ms_keras.trainers.multitask import task_losses as multitask_losses
 
-INNER_PROX_MODES = ("differentiable", "straight_through", "off")
+INNER_PROX_MODES = INNER_PROX
 
 MetaGradients = collections.namedtuple(
     "MetaGradients",
@@ -92,7 +93,7 @@ class MetaStep:
 
     def _inner_prox(self, lam):
         """The post-step map of the inner loop, or None."""
-        if self.sparsity == groups_lib.NONE or self.inner_prox == "off":
+        if self.sparsity == config_lib.NONE or self.inner_prox == "off":
             return None
         straight_through = self.inner_prox == "straight_through"
 
@@ -120,7 +121,7 @@ class MetaStep:
         episode = tf.convert_to_tensor(episode, tf.bool)
         statistics = self._statistics()
         variables = self.meta_variables
-        sparse = self.sparsity != groups_lib.NONE
+        sparse = self.sparsity != config_lib.NONE
         with tf.GradientTape(persistent=self.learns_lambda) as tape:
             lam = self.lam.value() if sparse else None
             weights = [v.value for v in variables]

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from ms_keras import config as config_lib
 from ms_keras import data as data_lib
 from ms_keras import tasks
 from ms_keras.data import pipeline
@@ -12,14 +13,14 @@ from ms_keras.tasks import CELEBA_PART_NAMES
 
 
 def _config(tfds_dir, dataset="synthetic_nyu", **kwargs):
-    return data_lib.DataConfig(dataset=dataset, image_size=(32, 32),
+    return config_lib.DataConfig(dataset=dataset, image_size=(32, 32),
                                tfds_dir=tfds_dir,
                                synthetic_examples=(12, 4, 4), **kwargs)
 
 
 def test_batches_follow_the_target_conventions(tfds_dir):
     config = _config(tfds_dir)
-    specs = config.spec.tasks
+    specs = tasks.dataset_spec(config).tasks
     images, targets = next(iter(data_lib.load(config, specs, "train", 4,
                                               training=True)))
     assert images.shape == (4, 32, 32, 3) and images.dtype == tf.float32
@@ -34,7 +35,7 @@ def test_batches_follow_the_target_conventions(tfds_dir):
 
 def test_evaluation_pass_is_ordered_and_finite(tfds_dir):
     config = _config(tfds_dir)
-    specs = tasks.parse_tasks(config.spec, ["depth"])
+    specs = tasks.parse_tasks(tasks.dataset_spec(config), ["depth"])
     first = [t["depth"].numpy() for _, t in data_lib.load(
         config, specs, "test", 3, training=False)]
     second = [t["depth"].numpy() for _, t in data_lib.load(
@@ -47,7 +48,7 @@ def test_evaluation_pass_is_ordered_and_finite(tfds_dir):
 
 def test_celeba_attributes_and_merged_classes(tfds_dir):
     config = _config(tfds_dir, "synthetic_celeba", segmentation_classes=3)
-    specs = tasks.parse_tasks(config.spec, [1, 2, 7])
+    specs = tasks.parse_tasks(tasks.dataset_spec(config), [1, 2, 7])
     _, targets = next(iter(data_lib.load(config, specs, "validation", 4,
                                          training=False)))
     assert targets["male"].shape == (4, 1)
@@ -101,7 +102,7 @@ def test_resizing_keeps_labels_holes_and_unit_normals():
 
 
 def test_real_dataset_without_data_dir_is_refused():
-    config = data_lib.DataConfig(dataset="nyu", image_size=(32, 32),
+    config = config_lib.DataConfig(dataset="nyu", image_size=(32, 32),
                                  data_dir="/no/such/dir")
     with pytest.raises(ValueError, match="--data_dir=/no/such/dir: no such"):
         data_lib.check_data_dir(config)
@@ -110,16 +111,16 @@ def test_real_dataset_without_data_dir_is_refused():
 def test_real_dataset_files_default_to_the_tfds_manual_dir(monkeypatch,
                                                            tmp_path):
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
-    config = data_lib.DataConfig(dataset="celeba", image_size=(32, 32))
-    assert config.files_dir == str(tmp_path / "downloads" / "manual" /
-                                   "celeba")
+    config = config_lib.DataConfig(dataset="celeba", image_size=(32, 32))
+    assert data_lib.files_dir(config) == str(
+        tmp_path / "downloads" / "manual" / "celeba")
     with pytest.raises(ValueError, match="CelebAMask-HQ-attribute-anno.txt"):
         data_lib.check_data_dir(config)
 
 
 def test_synthetic_dataset_refuses_a_data_dir():
     with pytest.raises(ValueError, match="is generated, not read"):
-        data_lib.DataConfig(dataset="synthetic_nyu", image_size=(32, 32),
+        config_lib.DataConfig(dataset="synthetic_nyu", image_size=(32, 32),
                             data_dir="/data")
 
 

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from ms_keras import config as config_lib
 from ms_keras import data as data_lib
 from ms_keras import tasks
 from ms_keras.data import celeba
@@ -18,7 +19,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
 
 def nyu_config(root, classes=None, size=(16, 16)):
-    return data_lib.DataConfig(
+    return config_lib.DataConfig(
         dataset="nyu", image_size=size, data_dir=str(root),
         segmentation_classes=data_lib.segmentation_classes(
             "nyu", str(root), classes))
@@ -78,7 +79,7 @@ def test_prepared_batches_have_the_training_resolution(tmp_path):
     _read_only(files)  # a read-only dataset mount, as on shared clusters
     config = dataclasses.replace(nyu_config(files),
                                  tfds_dir=str(tmp_path / "tfds"))
-    specs = config.spec.tasks
+    specs = tasks.dataset_spec(config).tasks
     images, targets = next(iter(data_lib.load(config, specs, "train", 2,
                                               training=True)))
     assert images.shape == (2, 16, 16, 3)
@@ -138,7 +139,7 @@ def test_unusable_nyu_directories(tmp_path, setup, message):
 def test_celeba_missing_parts_are_named(tmp_path):
     fixtures.write_celeba(tmp_path)
     os.remove(tmp_path / "CelebA-HQ-to-CelebA-mapping.txt")
-    config = data_lib.DataConfig(dataset="celeba", image_size=(16, 16),
+    config = config_lib.DataConfig(dataset="celeba", image_size=(16, 16),
                                  data_dir=str(tmp_path))
     with pytest.raises(ValueError,
                        match="CelebA-HQ-to-CelebA-mapping.txt missing"):

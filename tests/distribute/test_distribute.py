@@ -17,6 +17,7 @@ import tensorflow as tf
 from absl.testing import flagsaver
 from tensorboard.backend.event_processing import event_accumulator
 
+from ms_keras import config as config_lib
 from ms_keras import data as data_lib
 from ms_keras.trainers import backup
 from ms_keras.trainers.meta_sparsity import MetaSparsityTrainer
@@ -55,7 +56,7 @@ def summary_facts(stdout):
 
 
 def prepared(tfds_dir):
-    data_lib.builder(data_lib.DataConfig(
+    data_lib.builder(config_lib.DataConfig(
         "synthetic_nyu", (32, 32), tfds_dir=tfds_dir,
         synthetic_examples=TINY_EXAMPLES))
     return tfds_dir

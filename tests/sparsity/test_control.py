@@ -138,46 +138,56 @@ def test_setpoint_rises_with_slack_holds_in_the_band_and_falls_beyond():
     slow = rate / control.LOWERING_SLOWDOWN
     assert step(1.5 * tolerance) == pytest.approx(10.0 - slow / 2)
     assert step(3.0 * tolerance) == pytest.approx(10.0 - slow)
-    # Settled: no more rising, and falling once past the aim.
+    # Settled: no more rising; still falling beyond the tolerance.
     assert step(0.0, settled=True) == pytest.approx(10.0)
-    assert step(aim, settled=True) == pytest.approx(10.0)
-    assert step(1.5 * aim, settled=True) == pytest.approx(10.0 - slow / 2)
-    assert step(3.0 * tolerance, settled=True) == pytest.approx(10.0 - slow)
+    assert step(tolerance, settled=True) == pytest.approx(10.0)
+    assert step(1.5 * tolerance, settled=True) == pytest.approx(
+        10.0 - slow / 2)
     assert float(control.next_setpoint(0.1, 1.0, tolerance, rate)) == 0.0
     assert float(control.next_setpoint(98.9, -1.0, tolerance, rate)) == (
         pytest.approx(control.MAX_SETPOINT_PERCENT))
 
 
 def make_tolerance_controller(reference_losses):
-    curve = control.ReferenceCurve([0.5, 1.0], [reference_losses,
+    curve = control.ReferenceCurve([0.1, 1.0], [reference_losses,
                                                 reference_losses])
     return control.SparsityController(
-        "tolerance", 100, quality_tolerance=2.0, reference=curve, window=1,
+        "tolerance", 100, quality_tolerance=2.0, reference=curve,
         num_tasks=len(reference_losses))
 
 
 def test_controller_moves_its_setpoint_with_the_measured_quality():
     controller = make_tolerance_controller([1.0, 2.0])
-    for step in range(50, 55):
+    # Checks every 5 steps, the tasks 1 % better than the reference.
+    for step in range(20, 45, 5):
         gap = controller.observe(tf.constant([0.99, 1.98]), step)
     assert float(gap) == pytest.approx(-0.01, abs=1e-6)
     high = float(controller.setpoint)
-    assert high == pytest.approx(5 * controller.rate)
-    # One task 5 % worse than the reference: the setpoint falls.
-    controller.observe(tf.constant([1.0, 2.1]), 55)
+    # Each check moves it by the rate times the steps since the last.
+    assert high == pytest.approx(40 * controller.rate)
+    # One task 5 % worse than the reference: the running gap (an average
+    # that halves each older check's weight) reaches 2 %, then 3.5 %, and
+    # beyond the tolerance the setpoint falls.
+    controller.observe(tf.constant([1.0, 2.1]), 45)
+    middle = float(controller.setpoint)
+    assert high - 0.1 * controller.rate < middle <= high
+    controller.observe(tf.constant([1.0, 2.1]), 50)
+    gap = float(controller.gap())
+    assert gap == pytest.approx(0.035, abs=1e-3)
     assert float(controller.setpoint) == pytest.approx(
-        high - controller.rate / control.LOWERING_SLOWDOWN)
-    assert float(controller.gap()) == pytest.approx(0.05, abs=1e-6)
-    # In the last quarter of training it no longer rises.
+        middle - 5 * controller.rate / control.LOWERING_SLOWDOWN
+        * (gap - 0.02) / 0.02)
+    # Once settled it no longer rises.
     before = float(controller.setpoint)
     controller.observe(tf.constant([0.5, 1.0]), 80)
+    controller.observe(tf.constant([0.5, 1.0]), 85)
     assert float(controller.setpoint) == pytest.approx(before)
 
 
 def test_controller_compares_with_the_reference_at_the_same_point():
     curve = control.ReferenceCurve([0.25, 1.0], [[4.0], [1.0]])
     controller = control.SparsityController(
-        "tolerance", 100, quality_tolerance=2.0, reference=curve, window=1)
+        "tolerance", 100, quality_tolerance=2.0, reference=curve)
     # Before the curve starts nothing is compared and nothing moves.
     assert float(controller.observe(tf.constant([40.0]), 10)) == 0.0
     assert float(controller.setpoint) == 0.0
@@ -185,9 +195,9 @@ def test_controller_compares_with_the_reference_at_the_same_point():
     # At step 25 the reference stood at 4.0: a loss of 3.9 has slack.
     controller.observe(tf.constant([3.9]), 25)
     assert float(controller.setpoint) > 0
-    # At the end it stands at 1.0: the same 3.9 is far too much.
+    # At step 55 it stands at 2.0: the same 3.9 is far too much.
     before = float(controller.setpoint)
-    controller.observe(tf.constant([3.9]), 100)
+    controller.observe(tf.constant([3.9]), 55)
     assert float(controller.setpoint) < before
 
 
@@ -202,18 +212,6 @@ def test_reference_curve_interpolates_in_log_loss_and_holds_at_the_ends():
         np.testing.assert_allclose(
             curve.tensor_at(tf.constant(fraction)), curve.at(fraction),
             rtol=1e-5)
-
-
-def test_the_settled_controller_is_held_to_the_finished_reference():
-    curve = control.ReferenceCurve([0.5, 1.0], [[2.0], [1.5]], final=[1.0])
-    controller = control.SparsityController(
-        "tolerance", 100, quality_tolerance=2.0, reference=curve, window=1)
-    # Before settling a loss of 1.6 is compared with the curve (1.6 at 0.7).
-    assert float(controller.observe(tf.constant([1.6]), 70)) == (
-        pytest.approx(1.6 / (2.0 * 0.75 ** 0.4) - 1, rel=1e-4))
-    # From three quarters on, with the finished model's 1.0.
-    assert float(controller.observe(tf.constant([1.01]), 80)) == (
-        pytest.approx(0.01, abs=1e-5))
 
 
 def test_a_references_finished_quality_averages_its_last_quarter():

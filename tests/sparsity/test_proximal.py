@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from ms_keras import config as config_lib
 from ms_keras.sparsity import prox
 from ms_keras.sparsity import proximal
 from tests.conftest import set_precision
@@ -34,7 +35,7 @@ def random_grads(backbone, rng, scale=1.0):
     return [scale * rng.normal(size=k.shape) for k in kernels(backbone)]
 
 
-@pytest.mark.parametrize("step_kind", proximal.PROX_STEPS)
+@pytest.mark.parametrize("step_kind", config_lib.PROX_STEPS)
 def test_with_sgd_every_step_kind_is_eq_8(step_kind):
     backbone = tiny_backbone()
     optimizer = keras.optimizers.SGD(0.1)

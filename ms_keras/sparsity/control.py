@@ -26,6 +26,8 @@ The solve runs inside the train step (tensors and variables), so that the
 prox, the controller and the meta-step stay one traced function.
 """
 
+import dataclasses
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -211,47 +213,40 @@ class SparsityController(keras.layers.Layer):
     with its checkpoints and backups.
 
     Args:
-        mode: `budget` or `tolerance`.
+        options: the run's `config.MetaConfig`: its `sparsity_control`
+            (`budget` or `tolerance`), its budget (`target_sparsity` or
+            `target_flops_speedup`) or `quality_tolerance`.
         total_steps: optimizer steps of the whole run (ramp and rate); None
             until known.
-        target_sparsity: budget in percent of the backbone conv parameters.
-        target_flops_speedup: budget as a structural FLOPs speed-up (> 1).
-        quality_tolerance: allowed relative validation loss excess per task
-            (percent) in `tolerance` mode.
         reference: the `ReferenceCurve` of the dense reference (needed by
             `observe`, so by `tolerance` mode when training).
         num_tasks: the tasks whose losses `observe` receives.
 
     Example:
 
-    >>> controller = SparsityController("budget", 600, target_sparsity=44)
+    >>> options = config.MetaConfig(sparsity_control="budget",
+    ...                             target_sparsity=44)
+    >>> controller = SparsityController(options, total_steps=600)
     >>> controller.attach(prox, network.backbone)
     >>> lam = controller.solve(optimizer)          # inside the train step
     """
 
-    def __init__(self, mode, total_steps, target_sparsity=None,
-                 target_flops_speedup=None, quality_tolerance=None,
-                 reference=None, num_tasks=1, **kwargs):
+    def __init__(self, options, total_steps=None, reference=None,
+                 num_tasks=1, **kwargs):
         super().__init__(trainable=False, **kwargs)
+        mode = options.sparsity_control
         if mode not in (config_lib.BUDGET, config_lib.TOLERANCE):
             raise ValueError(
-                f"`mode` must be '{config_lib.BUDGET}' or "
-                f"'{config_lib.TOLERANCE}'. Received: mode={mode}")
-        if mode == config_lib.BUDGET and (target_sparsity is None) == (
-                target_flops_speedup is None):
-            raise ValueError(
-                "A budget needs exactly one of `target_sparsity` and "
-                f"`target_flops_speedup`. Received: {target_sparsity}, "
-                f"{target_flops_speedup}")
-        if mode == config_lib.TOLERANCE and not quality_tolerance:
-            raise ValueError(
-                "`tolerance` mode needs a positive `quality_tolerance`. "
-                f"Received: quality_tolerance={quality_tolerance}")
-        self.mode = mode
+                f"`sparsity_control` must be '{config_lib.BUDGET}' or "
+                f"'{config_lib.TOLERANCE}' for a controller. Received: "
+                f"sparsity_control={mode}")
+        if mode == config_lib.TOLERANCE and not options.quality_tolerance:
+            options = dataclasses.replace(
+                options,
+                quality_tolerance=config_lib.DEFAULT_QUALITY_TOLERANCE)
+        # Checked by the config (one budget, a positive tolerance).
+        self.options = options
         self.total_steps = total_steps
-        self.target_sparsity = target_sparsity
-        self.target_flops_speedup = target_flops_speedup
-        self.quality_tolerance = quality_tolerance
         self._reference = _Untracked(curve=reference)
         self.num_tasks = int(num_tasks)
         self._ranking = None
@@ -269,6 +264,23 @@ class SparsityController(keras.layers.Layer):
         self.last_check = self.add_weight(
             shape=(), initializer="zeros", trainable=False,
             name="last_check")
+
+    @property
+    def mode(self):
+        """`budget` or `tolerance`."""
+        return self.options.sparsity_control
+
+    @property
+    def target_sparsity(self):
+        return self.options.target_sparsity
+
+    @property
+    def target_flops_speedup(self):
+        return self.options.target_flops_speedup
+
+    @property
+    def quality_tolerance(self):
+        return self.options.quality_tolerance
 
     @property
     def reference(self):

@@ -8,6 +8,8 @@ meta-batches of episodes. In tolerance mode without a `reference` it trains
 the dense reference itself first (same model, data and steps).
 """
 
+import dataclasses
+
 import keras
 import numpy as np
 from absl import logging
@@ -37,9 +39,6 @@ def build_sparsity(backbone, sparsity, meta, reference=None, num_tasks=1):
     length at `fit` (`SparsityController.total_steps`).
     """
     control = meta.sparsity_control or config_lib.TOLERANCE
-    tolerance = meta.quality_tolerance
-    if control == config_lib.TOLERANCE and tolerance is None:
-        tolerance = config_lib.DEFAULT_QUALITY_TOLERANCE
     lam = SparsityStrength(meta.lambda_init or config_lib.DEFAULT_LAMBDA_INIT,
                            beta=sparsity.lambda_beta,
                            learnable=control == config_lib.PAPER, name="lam")
@@ -48,10 +47,8 @@ def build_sparsity(backbone, sparsity, meta, reference=None, num_tasks=1):
     controller = None
     if control != config_lib.PAPER:
         controller = control_lib.SparsityController(
-            control, None, target_sparsity=meta.target_sparsity,
-            target_flops_speedup=meta.target_flops_speedup,
-            quality_tolerance=tolerance, reference=reference,
-            num_tasks=num_tasks, name="controller")
+            dataclasses.replace(meta, sparsity_control=control),
+            reference=reference, num_tasks=num_tasks, name="controller")
     return lam, prox, controller
 
 

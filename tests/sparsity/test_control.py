@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from ms_keras.models.backbone import build_backbone
+from ms_keras import config as config_lib
 from ms_keras.sparsity import budget
 from ms_keras.sparsity import control
 from ms_keras.sparsity import groups as groups_lib
@@ -106,20 +107,28 @@ def test_budget_lambda_reaches_a_flops_speedup_with_the_fewest_groups(
     assert float(ranking.structure.speedup(tf.constant(alive))) < speedup
 
 
+TOLERANCE_2 = config_lib.MetaConfig(sparsity_control="tolerance",
+                                    quality_tolerance=2.0)
+
+
+def budget_options(**budget):
+    return config_lib.MetaConfig(sparsity_control="budget", **budget)
+
+
 def test_controller_refuses_an_unreachable_flops_budget():
     backbone, _ = trained_backbone()
     prox = proximal.OuterProx(backbone, "channel")
     most = budget.GroupRanking(prox, backbone).structure.max_speedup()
-    controller = control.SparsityController(
-        "budget", 10, target_flops_speedup=most + 0.5)
+    controller = control.SparsityController(budget_options(
+        target_flops_speedup=most + 0.5), 10)
     with pytest.raises(ValueError, match="reaches at most"):
         controller.attach(prox, backbone)
 
 
 def test_flops_budget_needs_channel_sparsity():
     backbone, _ = trained_backbone()
-    controller = control.SparsityController(
-        "budget", 10, target_flops_speedup=1.5)
+    controller = control.SparsityController(budget_options(
+        target_flops_speedup=1.5), 10)
     with pytest.raises(ValueError, match="channel sparsity"):
         controller.attach(proximal.OuterProx(backbone, "unstructured"),
                           backbone)
@@ -152,8 +161,7 @@ def make_tolerance_controller(reference_losses):
     curve = control.ReferenceCurve([0.1, 1.0], [reference_losses,
                                                 reference_losses])
     return control.SparsityController(
-        "tolerance", 100, quality_tolerance=2.0, reference=curve,
-        num_tasks=len(reference_losses))
+        TOLERANCE_2, 100, reference=curve, num_tasks=len(reference_losses))
 
 
 def test_controller_moves_its_setpoint_with_the_measured_quality():
@@ -186,8 +194,8 @@ def test_controller_moves_its_setpoint_with_the_measured_quality():
 
 def test_controller_compares_with_the_reference_at_the_same_point():
     curve = control.ReferenceCurve([0.25, 1.0], [[4.0], [1.0]])
-    controller = control.SparsityController(
-        "tolerance", 100, quality_tolerance=2.0, reference=curve)
+    controller = control.SparsityController(TOLERANCE_2, 100,
+                                            reference=curve)
     # Before the curve starts nothing is compared and nothing moves.
     assert float(controller.observe(tf.constant([40.0]), 10)) == 0.0
     assert float(controller.setpoint) == 0.0

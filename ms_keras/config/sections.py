@@ -290,6 +290,11 @@ class MetaConfig(Section):
         4, "Evaluations of the validation task losses per epoch on which "
         "--sparsity_control=tolerance moves its sparsity (the last is the "
         "epoch's own validation).", minimum=1, needs=TOLERANCE)
+    settle_fraction: float = option(
+        0.6, "Share of training after which --sparsity_control=tolerance no "
+        "longer raises the sparsity (it still lowers it beyond the "
+        "tolerance): the rest recovers at a settled sparsity.", above=0,
+        maximum=1, needs=TOLERANCE)
     reference_dir: typing.Optional[str] = option(
         None, "A finished dense run of the same tasks that --sparsity_control"
         "=tolerance compares with (default: the run first trains its own, "

@@ -48,10 +48,6 @@ TOLERANCE_AIM = 0.5
 # groups back to use (lowering as fast as the gap asks would overshoot too).
 FULL_SWING_FRACTION = 1.0
 LOWERING_SLOWDOWN = 2.0
-# After this fraction of training the setpoint no longer rises (it still
-# falls beyond the tolerance): the last part of training recovers from the
-# groups it lost, at a settled sparsity.
-SETTLE_FRACTION = 0.6
 # The running quality gap averages this many quality checks: one check's
 # losses move with the model's own step-to-step changes.
 CHECK_WINDOW = 2
@@ -391,7 +387,7 @@ class SparsityController(keras.layers.Layer):
         moved = next_setpoint(
             self.setpoint, gap, self.quality_tolerance / 100.0,
             self.rate * (step - self.last_check),
-            fraction >= SETTLE_FRACTION)
+            fraction >= self.options.settle_fraction)
         self.setpoint.assign(tf.where(active, moved, self.setpoint))
         self.last_check.assign(step)
         return gap

@@ -1,6 +1,8 @@
 """Sparsity control: the budget solve, the FLOPs model, the tolerance
 controller and the reference curve."""
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -242,3 +244,19 @@ def test_reference_curve_refuses_unusable_points():
 def test_quality_gap_is_the_worst_tasks_relative_excess():
     assert control.quality_gap([1.1, 1.0], [1.0, 1.0]) == pytest.approx(0.1)
     assert control.quality_gap([0.9, 0.8], [1.0, 1.0]) == pytest.approx(-0.1)
+
+
+def test_the_setpoint_stops_rising_at_the_settle_fraction():
+    def setpoint_after(settle, steps):
+        curve = control.ReferenceCurve([0.1, 1.0], [[1.0], [1.0]])
+        controller = control.SparsityController(
+            dataclasses.replace(TOLERANCE_2, settle_fraction=settle), 100,
+            reference=curve)
+        for step in steps:
+            controller.observe(tf.constant([0.5]), step)
+        return float(controller.setpoint)
+
+    rate = 100.0 / 100  # the full swing over the run
+    assert setpoint_after(0.6, (10, 50)) == pytest.approx(50 * rate)
+    assert setpoint_after(0.3, (10, 29, 31, 50)) == pytest.approx(29 * rate)
+    assert setpoint_after(1.0, (10, 99)) == pytest.approx(99 * rate)

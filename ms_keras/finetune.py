@@ -28,6 +28,7 @@ from absl import flags
 
 from ms_keras import config as config_lib
 from ms_keras import experiment
+from ms_keras import flag_config
 from ms_keras import flags as ms_flags
 from ms_keras import launch
 from ms_keras import tasks as tasks_lib
@@ -58,10 +59,10 @@ def finetune_config(from_dir, model_dir, train_scope, tasks=None,
     """
     source = experiment.load_config(from_dir, require_finished=True,
                                     flag="from_dir")
-    names = (None if tasks is None else ms_flags.resolve_tasks(
+    names = (None if tasks is None else flag_config.resolve_tasks(
         tasks_lib.dataset_spec(source.data), tasks))
     config = config_lib.for_finetuning(
-        source, model_dir or ms_flags.new_run_dir(source.data.dataset,
+        source, model_dir or flag_config.new_run_dir(source.data.dataset,
                                                   "finetune"),
         config_lib.TransferConfig(os.path.abspath(from_dir), train_scope),
         tasks=names, training=training, data=data, runtime=runtime)

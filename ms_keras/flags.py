@@ -6,11 +6,9 @@ values; a binary defines the sections it honours (`define_*_flags`), so it
 accepts no flag that would do nothing. Beside them, a few flags choose which
 sections a run has (`--mode`, `--sparsity`, `--pruning`, `--from_dir`).
 
-Two more ways to state a config, for every binary that trains:
-`--config=run.json` (a run's `config.json`, or any part of one) and dotted
-overrides of any field, `--training.learning_rate=1e-4` (Model Garden's
-`params_override`). The precedence is: field defaults < `--config` < flags
-the user gave < dotted overrides.
+`parse_with_config` also takes `--config=run.json` and dotted overrides
+`--section.field=value` out of the command line (`flag_config` applies
+them).
 
 Mistakes at the command line end as one line on stderr and a non-zero exit
 code: flag errors (validators) exit with 2, problems found while preparing a
@@ -19,8 +17,6 @@ Neither prints a traceback.
 """
 
 import dataclasses
-import datetime
-import json
 import os
 import re
 import sys
@@ -29,7 +25,7 @@ from absl import flags
 from absl import logging
 
 from ms_keras import config as config_lib
-from ms_keras import data as data_lib
+from ms_keras import flag_checks as checks
 from ms_keras import tasks as tasks_lib
 from ms_keras.config import schema
 from ms_keras.models import BACKBONES
@@ -40,11 +36,16 @@ RUNS_DIR = "runs"
 _DEFINED = set()
 # What `parse` took out of the command line before absl saw it.
 _EXTRA = {"config": None, "overrides": []}
+
+
+def config_arguments():
+    """`(--config file or None, [section.field=value, ...])` that
+    `parse_with_config` took out of the command line."""
+    return _EXTRA["config"], list(_EXTRA["overrides"])
 # Registered names a field must be one of (the config leaves them to the
 # registries).
 _REGISTERED = {"dataset": lambda: tasks_lib.DATASET_NAMES,
                "backbone": lambda: tuple(BACKBONES)}
-_SELECTORS = ("mode", "sparsity", "pruning", "from_dir")
 
 
 def _once(define):
@@ -126,15 +127,6 @@ def _section_validator(names, build):
     flags.register_multi_flags_validator(list(names), check)
 
 
-def _fields(cls, values, **overrides):
-    """`cls(**{field: flag value})` for the fields that have a flag."""
-    kwargs = {f.name: values[schema.flag_name(f)]
-              for f in dataclasses.fields(cls)
-              if schema.flag_name(f) in values}
-    kwargs.update(overrides)
-    return cls(**kwargs)
-
-
 def set_by_user(name):
     """Whether the user gave `--name` (on the command line, in a flagfile,
     or by assignment, as `flagsaver` does)."""
@@ -188,14 +180,14 @@ def define_data_flags():
     define_tasks_flag()
     names = _section_flags(config_lib.DataConfig)
     _section_validator(names, lambda v: tasks_lib.dataset_spec(
-        _fields(config_lib.DataConfig, v)))
+        checks.fields_of(config_lib.DataConfig, v)))
 
 
 @_once
 def define_model_flags():
     """The network: --backbone, --activation, --head_filters, ..."""
     names = _section_flags(config_lib.ModelConfig)
-    _section_validator(names, lambda v: _fields(config_lib.ModelConfig, v))
+    _section_validator(names, lambda v: checks.fields_of(config_lib.ModelConfig, v))
 
 
 @_once
@@ -203,7 +195,7 @@ def define_runtime_flags():
     """How a run executes: --strategy, --jit_compile, --deterministic, ..."""
     define_run_flags()
     names = _section_flags(config_lib.RuntimeConfig)
-    _section_validator(names, lambda v: _fields(config_lib.RuntimeConfig, v))
+    _section_validator(names, lambda v: checks.fields_of(config_lib.RuntimeConfig, v))
 
 
 @_once
@@ -212,29 +204,8 @@ def define_training_flags():
     define_tasks_flag()
     define_runtime_flags()
     names = _section_flags(config_lib.TrainingConfig)
-    _section_validator(names, lambda v: _fields(config_lib.TrainingConfig,
+    _section_validator(names, lambda v: checks.fields_of(config_lib.TrainingConfig,
                                                 v))
-
-
-def sparsity_kind(values):
-    """`--sparsity`, whose default depends on `--mode`: channel for a meta
-    run (meta-sparsity), none for stl/mtl (dense)."""
-    if values["sparsity"] is not None:
-        return values["sparsity"]
-    return config_lib.CHANNEL if values["mode"] == "meta" else config_lib.NONE
-
-
-def _sparse_meta(values):
-    return values["mode"] == "meta" and sparsity_kind(values) != "none"
-
-
-def _prunes(values):
-    """Whether `--pruning` is given (read from FLAGS where a validator's
-    values do not hold it)."""
-    value = values.get("pruning")
-    if value is None and "pruning" in FLAGS:
-        value = FLAGS["pruning"].value
-    return value not in (None, "none")
 
 
 @_once
@@ -253,99 +224,11 @@ def define_experiment_flags():
     meta = _section_flags(config_lib.MetaConfig)
     _section_validator(
         ["mode", "sparsity", *sparsity],
-        lambda v: sparsity_kind(v) == "none" or _fields(
-            config_lib.SparsityConfig, v, kind=sparsity_kind(v)))
+        lambda v: checks.sparsity_kind(v) == "none" or checks.fields_of(
+            config_lib.SparsityConfig, v, kind=checks.sparsity_kind(v)))
     _section_validator(
         ["mode", "sparsity", "tasks", "dataset", "lam", *sparsity, *meta],
-        _check_meta)
-
-
-def _control(values):
-    """The sparsity control the flag values ask for (None: not a sparse
-    meta run)."""
-    if not _sparse_meta(values):
-        return None
-    return values["sparsity_control"] or config_lib.TOLERANCE
-
-
-def _where(section, needs):
-    """Where a field of `section` with `needs` metadata takes effect."""
-    if needs == config_lib.SPARSE or (section == "sparsity" and needs):
-        return "--mode=meta with --sparsity=channel or unstructured"
-    if needs:
-        budget = " or to --pruning" if needs == config_lib.BUDGET else ""
-        return f"--mode=meta --sparsity_control={needs}{budget}"
-    return {"sparsity": "--sparsity=channel or unstructured",
-            "meta": "--mode=meta only",
-            "pruning": "--pruning=one_shot, iterative, progressive or "
-                       "sparse_training"}[section]
-
-
-def _applies(section, field, values):
-    """Whether a field given on the command line takes effect."""
-    needs = field.metadata.get(schema.NEEDS)
-    control = _control(values)
-    if needs == config_lib.BUDGET and _prunes(values):
-        return True  # the budgets are the pruning baselines' too
-    present = {"sparsity": sparsity_kind(values) != config_lib.NONE,
-               "meta": values["mode"] == "meta",
-               "pruning": _prunes(values)}[section]
-    if not present:
-        return False
-    if needs == config_lib.SPARSE:
-        return control is not None
-    return needs is None or control == needs
-
-
-def _check_applicable(values):
-    """Refuses a flag given where it would do nothing (one line)."""
-    owners = {}
-    for section in ("sparsity", "meta", "pruning"):
-        for field in dataclasses.fields(config_lib.SECTIONS[section]):
-            name = schema.flag_name(field)
-            if name in FLAGS and name not in ("sparsity", "pruning"):
-                owners.setdefault(name, []).append((section, field))
-    for name, fields in owners.items():
-        if not FLAGS[name].present or any(
-                _applies(section, field, values) for section, field in fields):
-            continue
-        section, field = fields[0]
-        got = f"--mode={values['mode']} --sparsity={sparsity_kind(values)}"
-        if _control(values):
-            got += f" --sparsity_control={_control(values)}"
-        where = _where(section, field.metadata.get(schema.NEEDS))
-        raise ValueError(f"--{name} applies to {where} (got {got})")
-
-
-def _check_meta(values):
-    if values["mode"] == "stl" and values["tasks"] and len(
-            values["tasks"]) != 1:
-        raise ValueError(f"--mode=stl trains one task; got "
-                         f"{len(values['tasks'])} (tasks="
-                         f"{','.join(values['tasks'])}).")
-    _check_applicable(values)
-    lam = None if sparsity_kind(values) == "none" else values["lam"]
-    config_lib.check_lambda_setting(values["mode"], lam)
-    if values["mode"] != "meta" or _prunes(values):
-        return
-    section = meta_section(values)
-    count = (len(values["tasks"]) if values["tasks"] else len(
-        tasks_lib.get_dataset(values["dataset"]).tasks))
-    bound = config_lib.sampler_bound(section.episode_sampler)
-    if bound is not None and not 1 <= bound <= count:
-        raise ValueError(f"--episode_sampler={section.episode_sampler}: k "
-                         f"must be in 1-{count} for {count} tasks.")
-
-
-def meta_section(values):
-    """The MetaConfig of `--mode=meta` flag values: a dense meta run has no
-    sparsity control, and a sparsity control's fields are its own."""
-    control = _control(values)
-    overrides = {"sparsity_control": control}
-    if control == config_lib.TOLERANCE and values[
-            "quality_tolerance"] is None:
-        overrides["quality_tolerance"] = config_lib.DEFAULT_QUALITY_TOLERANCE
-    return _fields(config_lib.MetaConfig, values, **overrides)
+        checks.check_meta)
 
 
 @_once
@@ -365,13 +248,13 @@ def define_pruning_flags():
     names = _section_flags(config_lib.PruningConfig, skip=("method",))
 
     def check(values):
-        if not _prunes(values):
+        if not checks.prunes(values):
             return
         if values["mode"] == "meta":
             raise ValueError(
                 f"--pruning={values['pruning']} trains and prunes a dense "
                 "model: pass --mode=mtl or stl (--mode defaults to meta).")
-        _fields(config_lib.PruningConfig, values, method=values["pruning"])
+        checks.fields_of(config_lib.PruningConfig, values, method=values["pruning"])
 
     _section_validator(["pruning", "mode", *names], check)
 
@@ -426,7 +309,7 @@ def parse(argv, with_config=False):
             argv, config, overrides = _take_config_arguments(argv)
             _EXTRA.update(config=config, overrides=overrides)
             if config:
-                read_config_file(config)
+                config_lib.read_partial(config)
         remaining = FLAGS(argv)
     except (flags.Error, ValueError) as e:
         # Multi-flag validators get every checked value prepended; their
@@ -454,134 +337,3 @@ def fail(error):
 
 
 # Flags -> config ---------------------------------------------------------
-
-
-def read_config_file(path):
-    """The `{section: {field: value}}` (and `tasks`) of `--config=path`: a
-    run's config.json or any part of one.
-
-    Raises:
-        ValueError: for a missing or unreadable file, or unknown keys.
-    """
-    try:
-        with open(path) as f:
-            payload = json.load(f)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"--config={path}: cannot read it ({e}).") from None
-    if not isinstance(payload, dict):
-        raise ValueError(f"--config={path}: expected a JSON object.")
-    if "version" in payload:
-        payload = config_lib.to_dict(config_lib.from_dict(payload))
-    known = {*config_lib.SECTIONS, "tasks", "model_dir", "version"}
-    unknown = sorted(set(payload) - known)
-    if unknown:
-        raise ValueError(f"--config={path}: unknown keys {unknown}; a config "
-                         f"has {', '.join(sorted(known - {'version'}))}.")
-    return payload
-
-
-def new_run_dir(dataset, mode):
-    """A fresh directory name under `runs/`, never an existing run's."""
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = os.path.join(RUNS_DIR, f"{dataset}_{mode}_{stamp}")
-    candidate, suffix = base, 1
-    while os.path.exists(candidate):
-        suffix += 1
-        candidate = f"{base}_{suffix}"
-    return candidate
-
-
-def resolve_tasks(spec, requested):
-    """Task names for `--tasks` on a dataset (all of them when unset).
-
-    Raises:
-        ValueError: naming the flag, for tasks the dataset lacks.
-    """
-    if requested is None:
-        return spec.task_names
-    try:
-        return tuple(t.name for t in tasks_lib.parse_tasks(spec, requested))
-    except ValueError as e:
-        raise ValueError(
-            f"--tasks={','.join(requested)} --dataset={spec.name}: {e}"
-        ) from None
-
-
-def _section(cls, base, skip=(), **overrides):
-    """A section from `base` (`--config`'s fields, or None) with the flags
-    the user gave on top."""
-    values = {**(base or {}), **given(cls, skip), **overrides}
-    return cls(**values)
-
-
-def _data_section(base):
-    data = _section(config_lib.DataConfig, base)
-    spec = tasks_lib.dataset_spec(data)
-    if not spec.synthetic and not data.data_dir:
-        data = dataclasses.replace(data, data_dir=data_lib.default_data_dir(
-            data.dataset, data.tfds_dir))
-    return dataclasses.replace(
-        data, segmentation_classes=data_lib.segmentation_classes(
-            data.dataset, data.data_dir, data.segmentation_classes))
-
-
-def experiment_config():
-    """The ExperimentConfig of `train`'s flags (with `--config` and the
-    dotted overrides).
-
-    Raises:
-        ValueError: for a combination the config refuses.
-    """
-    base = read_config_file(_EXTRA["config"]) if _EXTRA["config"] else {}
-    values = {name: FLAGS[name].value for name in FLAGS}
-    data = _data_section(base.get("data"))
-    spec = tasks_lib.dataset_spec(data)
-    tasks = (resolve_tasks(spec, FLAGS.tasks)
-             if FLAGS.tasks or not base.get("tasks")
-             else resolve_tasks(spec, base["tasks"]))
-    mode = FLAGS.mode
-    if base and not set_by_user("mode"):
-        mode = "meta" if base.get("meta") else values["mode"]
-    kind = sparsity_kind({**values, "mode": mode})
-    if base and not set_by_user("sparsity") and "sparsity" in base:
-        kind = (base["sparsity"] or {}).get("kind", config_lib.NONE) if (
-            base["sparsity"]) else config_lib.NONE
-    sparsity = None
-    if kind != config_lib.NONE:
-        sparsity = _section(config_lib.SparsityConfig, base.get("sparsity"),
-                            skip=("kind",), kind=kind)
-    pruning = transfer = None
-    if _prunes(values) or (base.get("pruning") and not set_by_user(
-            "pruning")):
-        method = (values["pruning"] if _prunes(values)
-                  else base["pruning"]["method"])
-        pruning = _section(config_lib.PruningConfig, base.get("pruning"),
-                           skip=("method",), method=method)
-    from_dir = FLAGS.from_dir or (base.get("transfer") or {}).get("from_dir")
-    if from_dir:
-        if pruning is None:
-            raise ValueError(
-                f"--from_dir={from_dir} applies to --pruning=one_shot or "
-                "iterative (to fine-tune a run: python -m ms_keras.finetune "
-                "--from_dir=...).")
-        transfer = config_lib.TransferConfig(os.path.abspath(from_dir))
-    meta = None
-    if mode == "meta":
-        meta_values = {**(base.get("meta") or {}),
-                       **given(config_lib.MetaConfig)}
-        meta = meta_section({**values, **meta_values, "mode": mode,
-                             "sparsity": kind})
-    config = config_lib.ExperimentConfig(
-        data=data, tasks=tasks,
-        model=_section(config_lib.ModelConfig, base.get("model")),
-        training=_section(config_lib.TrainingConfig, base.get("training")),
-        runtime=_section(config_lib.RuntimeConfig, base.get("runtime")),
-        sparsity=sparsity, meta=meta, pruning=pruning, transfer=transfer,
-        model_dir=FLAGS.model_dir or new_run_dir(data.dataset, mode))
-    if mode == "stl" and len(tasks) != 1:
-        raise ValueError(f"--mode=stl trains one task; got {len(tasks)} "
-                         f"(tasks={','.join(tasks)}).")
-    if _EXTRA["overrides"]:
-        config = config_lib.apply_overrides(config, _EXTRA["overrides"])
-    tasks_lib.task_specs(config)
-    return config

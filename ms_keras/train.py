@@ -14,6 +14,7 @@ from ms_keras import quiet_tf  # noqa: F401  (must precede TensorFlow)
 
 from absl import app
 
+from ms_keras import flag_config
 from ms_keras import flags as ms_flags
 from ms_keras import launch
 
@@ -29,7 +30,7 @@ ms_flags.define_pruning_flags()
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    launch.train_and_report(ms_flags.experiment_config, FLAGS.overwrite)
+    launch.train_and_report(flag_config.experiment_config, FLAGS.overwrite)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import pytest
 from absl.testing import flagsaver
 
 from ms_keras import finetune  # noqa: F401  (defines finetune's flags)
+from ms_keras import flag_config
 from ms_keras import flags as ms_flags
 from ms_keras import train  # noqa: F401  (defines train's flags)
 
@@ -23,7 +24,7 @@ def test_flagfile_parses_into_a_valid_run(path, monkeypatch):
         if os.path.basename(path).startswith("metatest_"):
             assert ms_flags.FLAGS["train_scope"].present
             return
-        config = ms_flags.experiment_config()
+        config = flag_config.experiment_config()
         name = os.path.basename(path)
         # What a flagfile trains is written in it, not left to defaults.
         assert ms_flags.FLAGS["mode"].present or name.endswith("_common.cfg")

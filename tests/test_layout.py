@@ -12,8 +12,8 @@ PACKAGE = os.path.join(os.path.dirname(os.path.dirname(
 
 # Layer of each module or package, highest first.
 LAYERS = (
-    ("binaries", ("train", "evaluate", "finetune", "export", "flags",
-                  "launch")),
+    ("binaries", ("train", "evaluate", "finetune", "export", "flag_config",
+                  "flag_checks", "flags", "launch")),
     ("api", ("__init__", "api")),
     ("experiment", ("experiment", "control_run", "results", "build",
                     "serving", "console", "exporting")),

@@ -6,7 +6,7 @@ import os
 import pytest
 from absl.testing import flagsaver
 
-from ms_keras import flags as ms_flags
+from ms_keras import flag_config
 from tests.helpers import assert_flag_error
 from tests.helpers import read
 from tests.helpers import run_train
@@ -175,17 +175,17 @@ def test_an_unreachable_flops_budget_fails_before_anything_is_written(
 
 def test_the_programs_default_is_meta_sparsity_in_tolerance_mode(tmp_path):
     with flagsaver.flagsaver(model_dir=str(tmp_path / "run")):
-        config = ms_flags.experiment_config()
+        config = flag_config.experiment_config()
     assert config.mode == "meta" and config.sparsity.kind == "channel"
     assert config.meta.sparsity_control == "tolerance"
     assert config.meta.quality_tolerance == 2.0
     assert config.meta.target_sparsity is None
     # Dense multi-task training is one flag away, dense meta-learning too.
     with flagsaver.flagsaver(model_dir=str(tmp_path / "run"), mode="mtl"):
-        dense = ms_flags.experiment_config()
+        dense = flag_config.experiment_config()
     assert dense.sparsity is None and dense.meta is None
     with flagsaver.flagsaver(model_dir=str(tmp_path / "run"),
                              sparsity="none"):
-        baseline = ms_flags.experiment_config()
+        baseline = flag_config.experiment_config()
     assert baseline.mode == "meta" and baseline.sparsity is None
     assert baseline.meta.sparsity_control is None

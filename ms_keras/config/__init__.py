@@ -21,55 +21,56 @@ from ms_keras.config.io import CONFIG_VERSION
 from ms_keras.config.io import apply_overrides
 from ms_keras.config.io import from_dict
 from ms_keras.config.io import parse_override
+from ms_keras.config.io import read_partial
 from ms_keras.config.io import section_fields
 from ms_keras.config.io import to_dict
-from ms_keras.config.sections import ACTIVATIONS
-from ms_keras.config.sections import ADAM_METRIC
-from ms_keras.config.sections import ADAM_METRIC_RESET
-from ms_keras.config.sections import ALL_TASKS
-from ms_keras.config.sections import BUDGET
-from ms_keras.config.sections import CHANNEL
-from ms_keras.config.sections import CONTROLS
-from ms_keras.config.sections import DEFAULT_ASPP_RATES
-from ms_keras.config.sections import DEFAULT_LAMBDA_INIT
-from ms_keras.config.sections import DEFAULT_QUALITY_TOLERANCE
-from ms_keras.config.sections import DEFAULT_SYNTHETIC_EXAMPLES
+from ms_keras.config.choices import ACTIVATIONS
+from ms_keras.config.choices import ADAM_METRIC
+from ms_keras.config.choices import ADAM_METRIC_RESET
+from ms_keras.config.choices import ALL_TASKS
+from ms_keras.config.choices import BUDGET
+from ms_keras.config.choices import CHANNEL
+from ms_keras.config.choices import CONTROLS
+from ms_keras.config.choices import DEFAULT_ASPP_RATES
+from ms_keras.config.choices import DEFAULT_LAMBDA_INIT
+from ms_keras.config.choices import DEFAULT_QUALITY_TOLERANCE
+from ms_keras.config.choices import DEFAULT_SYNTHETIC_EXAMPLES
 from ms_keras.config.sections import DataConfig
-from ms_keras.config.sections import INNER_PROX
-from ms_keras.config.sections import LAMBDA_OPTIMIZERS
-from ms_keras.config.sections import LEARNING_RATE_SCHEDULES
-from ms_keras.config.sections import LOSS_WEIGHTINGS
-from ms_keras.config.sections import MAGNITUDE
-from ms_keras.config.sections import MASK_SOURCES
-from ms_keras.config.sections import META
-from ms_keras.config.sections import MONITORS
+from ms_keras.config.choices import INNER_PROX
+from ms_keras.config.choices import LAMBDA_OPTIMIZERS
+from ms_keras.config.choices import LEARNING_RATE_SCHEDULES
+from ms_keras.config.choices import LOSS_WEIGHTINGS
+from ms_keras.config.choices import MAGNITUDE
+from ms_keras.config.choices import MASK_SOURCES
+from ms_keras.config.choices import META
+from ms_keras.config.choices import MONITORS
 from ms_keras.config.sections import MetaConfig
 from ms_keras.config.sections import ModelConfig
-from ms_keras.config.sections import NONE
-from ms_keras.config.sections import OPTIMIZERS
-from ms_keras.config.sections import PAPER
-from ms_keras.config.sections import PLAIN
-from ms_keras.config.sections import PROX_STEPS
-from ms_keras.config.sections import PRUNES_A_TRAINED_RUN
-from ms_keras.config.sections import PRUNING_METHODS
+from ms_keras.config.choices import NONE
+from ms_keras.config.choices import OPTIMIZERS
+from ms_keras.config.choices import PAPER
+from ms_keras.config.choices import PLAIN
+from ms_keras.config.choices import PROX_STEPS
+from ms_keras.config.choices import PRUNES_A_TRAINED_RUN
+from ms_keras.config.choices import PRUNING_METHODS
 from ms_keras.config.sections import PruningConfig
-from ms_keras.config.sections import RANDOM
-from ms_keras.config.sections import RESET_MOMENTS
+from ms_keras.config.choices import RANDOM
+from ms_keras.config.choices import RESET_MOMENTS
 from ms_keras.config.sections import RuntimeConfig
-from ms_keras.config.sections import SAMPLER_HELP
-from ms_keras.config.sections import SPARSE
-from ms_keras.config.sections import SPARSITY_KINDS
-from ms_keras.config.sections import STEP_DECAY
-from ms_keras.config.sections import STEP_DECAY_AT
-from ms_keras.config.sections import STRATEGIES
+from ms_keras.config.choices import SAMPLER_HELP
+from ms_keras.config.choices import SPARSE
+from ms_keras.config.choices import SPARSITY_KINDS
+from ms_keras.config.choices import STEP_DECAY
+from ms_keras.config.choices import STEP_DECAY_AT
+from ms_keras.config.choices import STRATEGIES
 from ms_keras.config.sections import SparsityConfig
-from ms_keras.config.sections import TOLERANCE
-from ms_keras.config.sections import TRAIN_SCOPES
+from ms_keras.config.choices import TOLERANCE
+from ms_keras.config.choices import TRAIN_SCOPES
 from ms_keras.config.sections import TrainingConfig
 from ms_keras.config.sections import TransferConfig
-from ms_keras.config.sections import UNIFORM
-from ms_keras.config.sections import UNSTRUCTURED
-from ms_keras.config.sections import sampler_bound
+from ms_keras.config.choices import UNIFORM
+from ms_keras.config.choices import UNSTRUCTURED
+from ms_keras.config.choices import sampler_bound
 
 __all__ = [
     "ACTIVATIONS",
@@ -129,6 +130,7 @@ __all__ = [
     "for_finetuning",
     "from_dict",
     "parse_override",
+    "read_partial",
     "sampler_bound",
     "section_fields",
     "to_dict",

@@ -4,6 +4,7 @@ combine."""
 import dataclasses
 import typing
 
+from ms_keras.config import choices
 from ms_keras.config import sections
 from ms_keras.config.schema import LOCATION
 from ms_keras.config.schema import require
@@ -67,7 +68,7 @@ class ExperimentConfig:
             self._check_pruning()
 
     def _check_meta(self):
-        bound = sections.sampler_bound(self.meta.episode_sampler)
+        bound = choices.sampler_bound(self.meta.episode_sampler)
         require(bound is None or 1 <= bound <= len(self.tasks),
                 f"--episode_sampler={self.meta.episode_sampler}: k must be "
                 f"in 1-{len(self.tasks)} for {len(self.tasks)} tasks.")
@@ -77,9 +78,9 @@ class ExperimentConfig:
                 "one is dense (--sparsity=none).")
         if self.sparse and control is None:
             object.__setattr__(self, "meta", dataclasses.replace(
-                self.meta, sparsity_control=sections.TOLERANCE,
+                self.meta, sparsity_control=choices.TOLERANCE,
                 quality_tolerance=(self.meta.quality_tolerance
-                                   or sections.DEFAULT_QUALITY_TOLERANCE)))
+                                   or choices.DEFAULT_QUALITY_TOLERANCE)))
 
     def _check_pruning(self):
         method = self.pruning.method
@@ -88,7 +89,7 @@ class ExperimentConfig:
                 "it; it does not combine with --mode=meta or a sparsity "
                 f"penalty (got --mode={self.mode} --sparsity="
                 f"{self.sparsity.kind if self.sparsity else 'none'}).")
-        trained = method in sections.PRUNES_A_TRAINED_RUN
+        trained = method in choices.PRUNES_A_TRAINED_RUN
         require(trained == (self.transfer is not None),
                 f"--pruning={method} "
                 + ("prunes a trained run: pass --from_dir=<finished dense "
@@ -116,12 +117,12 @@ class ExperimentConfig:
     @property
     def learns_lambda(self):
         """Whether lambda follows its meta-gradient (the paper's mode)."""
-        return self.sparsity_control == sections.PAPER
+        return self.sparsity_control == choices.PAPER
 
     @property
     def needs_own_reference(self):
         """Whether the run trains its own dense reference first."""
-        return (self.sparsity_control == sections.TOLERANCE
+        return (self.sparsity_control == choices.TOLERANCE
                 and not self.meta.reference_dir)
 
     def replace(self, **changes):

@@ -7,7 +7,9 @@ version 1 had no sparsity control (its sparse meta runs are version 2's
 """
 
 import dataclasses
+import json
 
+from ms_keras.config import choices
 from ms_keras.config import sections
 from ms_keras.config.experiment_config import SECTIONS
 from ms_keras.config.experiment_config import ExperimentConfig
@@ -41,7 +43,7 @@ def _upgrade(payload, version):
     payload = dict(payload)
     if version == 1 and payload.get("meta") and payload.get("sparsity"):
         payload["meta"] = {**payload["meta"],
-                           "sparsity_control": sections.PAPER}
+                           "sparsity_control": choices.PAPER}
     runtime = {}
     for name in ("training", "sparsity"):
         if payload.get(name):
@@ -129,3 +131,31 @@ def apply_overrides(config, overrides):
     for section, fields in changes.items():
         payload[section] = {**(payload.get(section) or {}), **fields}
     return from_dict(payload)
+
+
+def read_partial(path):
+    """The `{section: {field: value}}` (and `tasks`) of a JSON file: a run's
+    config.json (any version) or any part of one (`--config=path`).
+
+    Raises:
+        ValueError: for a missing or unreadable file, or unknown keys.
+    """
+    try:
+        with open(path) as f:
+            payload = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--config={path}: cannot read it ({e}).") from None
+    require(isinstance(payload, dict),
+            f"--config={path}: expected a JSON object.")
+    if "version" in payload:
+        try:
+            payload = to_dict(from_dict(payload))
+        except ValueError as e:
+            raise ValueError(f"--config={path}: {e}") from None
+        payload.pop("version")
+        payload.pop("mode")
+    known = {*SECTIONS, "tasks", "model_dir"}
+    unknown = sorted(set(payload) - known)
+    require(not unknown, f"--config={path}: unknown keys {unknown}; a config "
+            f"has {', '.join(sorted(known))}.")
+    return payload

@@ -6,65 +6,29 @@ registered things (datasets, backbones) are checked by their registries.
 """
 
 import dataclasses
-import re
 import typing
 
+
+from ms_keras.config import choices
 from ms_keras.config.schema import NEEDS
 from ms_keras.config.schema import Section
 from ms_keras.config.schema import option
 from ms_keras.config.schema import require
 
-OPTIMIZERS = ("adam", "sgd")
-LEARNING_RATE_SCHEDULES = ("constant", "step", "cosine")
-# `step` divides the learning rate by STEP_DECAY from this share of the run.
-STEP_DECAY_AT, STEP_DECAY = 0.75, 10.0
-LOSS_WEIGHTINGS = ("uncertainty", "equal")
-ACTIVATIONS = ("relu", "gelu")
-TRAIN_SCOPES = ("all", "new_heads")
-STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
-# Sparsity kinds; `none` is the absence of a sparsity section.
-CHANNEL, UNSTRUCTURED, NONE = "channel", "unstructured", "none"
-SPARSITY_KINDS = (CHANNEL, UNSTRUCTURED)
-# How the outer prox fits the optimizer (`sparsity.proximal`).
-ADAM_METRIC_RESET, ADAM_METRIC = "adam_metric_reset", "adam_metric"
-RESET_MOMENTS, PLAIN = "reset_moments", "plain"
-PROX_STEPS = (ADAM_METRIC_RESET, ADAM_METRIC, RESET_MOMENTS, PLAIN)
-INNER_PROX = ("differentiable", "straight_through", "off")
-LAMBDA_OPTIMIZERS = ("sgd", "adam")
-# Sparsity control of a sparse meta run (`sparsity.control`).
-TOLERANCE, BUDGET, PAPER = "tolerance", "budget", "paper"
-# A meta field that acts only in a sparse meta run (`schema.NEEDS`).
-SPARSE = "sparse"
-CONTROLS = (TOLERANCE, BUDGET, PAPER)
-DEFAULT_QUALITY_TOLERANCE = 2.0
-DEFAULT_LAMBDA_INIT = 1e-3
-# Episode samplers (`meta.episodes`).
-UNIFORM, ALL_TASKS = "uniform", "all_tasks"
-SAMPLER_HELP = "uniform | all_tasks | size<=k"
-_BOUNDED = re.compile(r"^size<=(\d+)$")
-# Model selection: the validation figure followed, and whether lower is
-# better.
-MONITORS = {"task_losses": True, "delta_m": False, "loss": True}
-PRUNING_METHODS = ("one_shot", "iterative", "progressive", "sparse_training")
-# Methods that prune a trained run (--from_dir) rather than a fresh model.
-PRUNES_A_TRAINED_RUN = ("one_shot", "iterative")
-MAGNITUDE, RANDOM, META = "magnitude", "random", "meta"
-MASK_SOURCES = (MAGNITUDE, RANDOM, META)
-DEFAULT_SYNTHETIC_EXAMPLES = (1000, 200, 200)
-DEFAULT_ASPP_RATES = (12, 24, 36)  # DeepLabv3 at output stride 8
+def _target_sparsity(needs=None):
+    """The parameter budget: one flag for meta-sparsity and pruning."""
+    return option(
+        None, "Backbone parameter sparsity to reach, in percent: the budget "
+        "of --sparsity_control=budget or of --pruning.", above=0, below=100,
+        needs=needs)
 
 
-def sampler_bound(sampler):
-    """k of a `size<=k` sampler, else None.
-
-    Raises:
-        ValueError: unless `sampler` is `uniform`, `all_tasks` or `size<=k`.
-    """
-    if sampler in (UNIFORM, ALL_TASKS):
-        return None
-    match = _BOUNDED.match(sampler or "")
-    require(match, f"--episode_sampler={sampler}: expected {SAMPLER_HELP}.")
-    return int(match.group(1))
+def _target_speedup(needs=None):
+    """The FLOPs budget: one flag for meta-sparsity and pruning."""
+    return option(
+        None, "Structural FLOPs speed-up of the slim backbone to reach, > 1: "
+        "the budget of --sparsity_control=budget or of --pruning.", above=1,
+        needs=needs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +52,7 @@ class DataConfig(Section):
         None, "Override the number of segmentation classes: 13 or 40 for "
         "nyu, 3 (background/hair/skin) or 19 for celeba.", minimum=2)
     synthetic_examples: tuple[int, ...] = option(
-        DEFAULT_SYNTHETIC_EXAMPLES, "train,validation,test sizes of a "
+        choices.DEFAULT_SYNTHETIC_EXAMPLES, "train,validation,test sizes of a "
         "synthetic dataset.", minimum=1)
     synthetic_seed: int = option(0, "Seed of the synthetic data generator.")
     synthetic_holes: bool = option(
@@ -116,11 +80,12 @@ class ModelConfig(Section):
 
     backbone: str = option("resnet_tiny", "Dilated ResNet backbone.")
     activation: str = option("relu", "Activation of every block.",
-                             choices=ACTIVATIONS)
+                             choices=choices.ACTIVATIONS)
     head_filters: int = option(0, "Width of the task heads (0: the "
                                "backbone's default).", minimum=0)
     aspp_rates: tuple[int, ...] = option(
-        DEFAULT_ASPP_RATES, "Dilation rates of the ASPP branches.", minimum=1)
+        choices.DEFAULT_ASPP_RATES, "Dilation rates of the ASPP branches.",
+        minimum=1)
     backbone_weights: typing.Optional[str] = option(
         None, "A keras.applications ResNet50 weights file (e.g. ImageNet's, "
         "saved with keras.applications.ResNet50(weights='imagenet', "
@@ -152,9 +117,9 @@ class TrainingConfig(Section):
         "constant", "constant; step: 10x smaller for the last quarter of the "
         "run's optimizer steps (the last epochs settle, so their "
         "evaluations are not the noise of a large step); cosine: decay to 0 "
-        "over the run.", choices=LEARNING_RATE_SCHEDULES)
+        "over the run.", choices=choices.LEARNING_RATE_SCHEDULES)
     optimizer: str = option("adam", "Optimizer of the weights.",
-                            choices=OPTIMIZERS)
+                            choices=choices.OPTIMIZERS)
     momentum: float = option(
         0.0, "Momentum of --optimizer=sgd (0: plain SGD, as Alg. 1 and 3 "
         "write it).", minimum=0, below=1)
@@ -163,13 +128,13 @@ class TrainingConfig(Section):
         "before the optimizer step (0: no clipping).", minimum=0)
     loss_weighting: str = option(
         "uncertainty", "uncertainty: Kendall et al. (Eq. 2); equal: plain "
-        "sum.", choices=LOSS_WEIGHTINGS)
+        "sum.", choices=choices.LOSS_WEIGHTINGS)
     monitor: str = option(
         "task_losses", "Model selection (best checkpoint, early stopping) on "
         "the validation split: task_losses (unweighted sum of the task "
         "losses), delta_m (mean relative change of the task metrics against "
         "--delta_m_reference) or loss (the weighted objective, learned "
-        "log-variances included).", choices=tuple(MONITORS))
+        "log-variances included).", choices=tuple(choices.MONITORS))
     delta_m_reference: typing.Optional[str] = option(
         None, "A finished run (e.g. dense MTL) whose validation metrics are "
         "the reference of --monitor=delta_m.")
@@ -197,7 +162,7 @@ class RuntimeConfig(Section):
     strategy: str = option(
         "default", "tf.distribute strategy: default (one device), mirrored "
         "(this host's GPUs, else its logical CPUs), multi_worker (the "
-        "cluster in TF_CONFIG) or tpu.", choices=STRATEGIES)
+        "cluster in TF_CONFIG) or tpu.", choices=choices.STRATEGIES)
     cpu_devices: int = option(
         1, "Split the CPU into this many logical devices (with --strategy="
         "mirrored: try data parallelism without accelerators).", minimum=1)
@@ -227,21 +192,22 @@ class SparsityConfig(Section):
     """The sparsity penalty on the backbone convolutions."""
 
     kind: str = option(
-        CHANNEL, "Penalty on the backbone convs: none, channel (group lasso "
+        choices.CHANNEL, "Penalty on the backbone convs: none, channel (group "
+        "lasso "
         "over input channels, Eq. 5) or unstructured (l1). Default: channel "
-        "with --mode=meta, none with stl/mtl.", choices=SPARSITY_KINDS,
+        "with --mode=meta, none with stl/mtl.", choices=choices.SPARSITY_KINDS,
         flag="sparsity")
     lam: float = option(0.0, "Fixed lambda of a sparse stl/mtl run (paper: "
                         "1e-3, 1e-4, 1e-5).", minimum=0)
     lambda_beta: float = option(
         1.0, "Softplus sharpness: lam = softplus(beta*raw)/beta.", above=0)
     prox_step: str = option(
-        ADAM_METRIC_RESET, "How the outer prox fits the optimizer: "
+        choices.ADAM_METRIC_RESET, "How the outer prox fits the optimizer: "
         "adam_metric (threshold scaled like Adam's step, lr*lam*sqrt(n_g)/"
         "mean(sqrt(v)+eps); the Euclidean step with SGD), reset_moments "
         "(Euclidean threshold, the optimizer's moments of zeroed groups "
         "reset), adam_metric_reset (both) or plain (Euclidean threshold "
-        "only).", choices=PROX_STEPS)
+        "only).", choices=choices.PROX_STEPS)
     preserve_norm: bool = option(
         True, "The outer prox keeps the norm of every conv kernel that batch "
         "norm follows: the network's function does not depend on it, so "
@@ -263,17 +229,19 @@ class MetaConfig(Section):
         "(lambda gets its implicit meta-gradient, Eq. 15), straight_through "
         "(same values; a group zeroed inside the inner loop keeps its "
         "weights' meta-gradient) or off (Alg. 3 literally; lambda's "
-        "gradient is then R alone, Eq. 14).", choices=INNER_PROX, needs=SPARSE)
+        "gradient is then R alone, Eq. 14).", choices=choices.INNER_PROX,
+        needs=choices.SPARSE)
     regrow_prob: float = option(
         0.0, "Probability that a zeroed group is re-initialised (Glorot) in "
         "the fast weights of an episode (Table 7).", minimum=0, maximum=1,
-        needs=SPARSE)
+        needs=choices.SPARSE)
     inner_clip_norm: float = option(
         0.0, "Clip each inner-loop gradient to this global norm (0: off). "
         "Guards the inner step on kernels the prox has shrunk towards zero, "
         "whose gradients grow like 1/norm behind batch norm.", minimum=0)
     episode_sampler: str = option(
-        ALL_TASKS, f"Episodes drawn per meta-step: {SAMPLER_HELP} (uniform: "
+        choices.ALL_TASKS, "Episodes drawn per meta-step: "
+        f"{choices.SAMPLER_HELP} (uniform: "
         "every non-empty task subset, Eq. 9).")
     sparsity_control: typing.Optional[str] = option(
         None, "How sparse a meta-sparsity run ends: tolerance (the sparsest "
@@ -281,53 +249,51 @@ class MetaConfig(Section):
         "--quality_tolerance percent of a dense reference), budget "
         "(--target_sparsity or --target_flops_speedup) or paper (lambda "
         "follows its meta-gradient from --lambda_init, Eq. 15). Default: "
-        "tolerance for a sparse meta run.", choices=CONTROLS, needs=SPARSE)
+        "tolerance for a sparse meta run.", choices=choices.CONTROLS,
+        needs=choices.SPARSE)
     quality_tolerance: typing.Optional[float] = option(
         None, "Validation loss each task may lose against the dense "
         "reference, in percent (--sparsity_control=tolerance; default "
-        f"{DEFAULT_QUALITY_TOLERANCE:g}).", above=0, needs=TOLERANCE)
+        f"{choices.DEFAULT_QUALITY_TOLERANCE:g}).", above=0,
+        needs=choices.TOLERANCE)
     quality_checks: int = option(
         4, "Evaluations of the validation task losses per epoch on which "
         "--sparsity_control=tolerance moves its sparsity (the last is the "
-        "epoch's own validation).", minimum=1, needs=TOLERANCE)
+        "epoch's own validation).", minimum=1, needs=choices.TOLERANCE)
     settle_fraction: float = option(
         0.6, "Share of training after which --sparsity_control=tolerance no "
         "longer raises the sparsity (it still lowers it beyond the "
         "tolerance): the rest recovers at a settled sparsity.", above=0,
-        maximum=1, needs=TOLERANCE)
+        maximum=1, needs=choices.TOLERANCE)
     reference_dir: typing.Optional[str] = option(
         None, "A finished dense run of the same tasks that --sparsity_control"
         "=tolerance compares with (default: the run first trains its own, "
         "same data, model and steps, into <model_dir>/reference).",
-        needs=TOLERANCE)
-    target_sparsity: typing.Optional[float] = option(
-        None, "Backbone parameter sparsity to reach, in percent: the budget "
-        "of --sparsity_control=budget or of --pruning.", above=0, below=100,
-        needs=BUDGET)
-    target_flops_speedup: typing.Optional[float] = option(
-        None, "Structural FLOPs speed-up of the slim backbone to reach, > 1: "
-        "the budget of --sparsity_control=budget or of --pruning.", above=1,
-        needs=BUDGET)
+        needs=choices.TOLERANCE)
+    target_sparsity: typing.Optional[float] = _target_sparsity(choices.BUDGET)
+    target_flops_speedup: typing.Optional[float] = _target_speedup(
+        choices.BUDGET)
     lambda_init: typing.Optional[float] = option(
         None, "Lambda's start value. Required by --sparsity_control=paper, "
         "where it decides the sparsity; in tolerance and budget modes it "
         "only enters the first step's inner prox (default "
-        f"{DEFAULT_LAMBDA_INIT:g}).", above=0, needs=SPARSE)
+        f"{choices.DEFAULT_LAMBDA_INIT:g}).", above=0, needs=choices.SPARSE)
     lambda_optimizer: str = option(
         "sgd", "Optimizer of lambda's raw weight (--sparsity_control=paper):"
         " sgd (steps proportional to its meta-gradient) or adam (steps of "
         "about --lambda_lr whatever the gradient's size).",
-        choices=LAMBDA_OPTIMIZERS, needs=PAPER)
+        choices=choices.LAMBDA_OPTIMIZERS, needs=choices.PAPER)
     lambda_lr: float = option(
         0.0, "Learning rate of lambda (--sparsity_control=paper; 0: "
-        "--learning_rate).", minimum=0, needs=PAPER)
+        "--learning_rate).", minimum=0, needs=choices.PAPER)
 
     def check(self):
-        sampler_bound(self.episode_sampler)
+        choices.sampler_bound(self.episode_sampler)
         control = self.sparsity_control
         for field in dataclasses.fields(self):
             mode = field.metadata.get(NEEDS)
-            if mode not in (TOLERANCE, BUDGET) or field.default is not None:
+            if (mode not in (choices.TOLERANCE, choices.BUDGET)
+                    or field.default is not None):
                 continue
             name, value = field.name, getattr(self, field.name)
             got = (f"--sparsity_control={control}" if control
@@ -335,18 +301,18 @@ class MetaConfig(Section):
             require(value is None or control == mode,
                     f"--{name}={value} applies to --sparsity_control={mode} "
                     f"(got {got}).")
-        if control == TOLERANCE:
+        if control == choices.TOLERANCE:
             require(self.quality_tolerance is not None,
                     "--sparsity_control=tolerance needs --quality_tolerance="
                     "<percent>.")
-        if control == BUDGET:
+        if control == choices.BUDGET:
             require((self.target_sparsity is None)
                     != (self.target_flops_speedup is None),
                     "--sparsity_control=budget needs exactly one budget: "
                     "--target_sparsity=<percent> or --target_flops_speedup="
                     f"<x>; got --target_sparsity={self.target_sparsity} "
                     f"--target_flops_speedup={self.target_flops_speedup}.")
-        if control == PAPER:
+        if control == choices.PAPER:
             require(self.lambda_init is not None,
                     "--sparsity_control=paper needs --lambda_init=<value>: "
                     "lambda's start decides the sparsity there (README, "
@@ -355,7 +321,7 @@ class MetaConfig(Section):
     @property
     def learns_lambda(self):
         """Whether lambda follows its meta-gradient (the paper's mode)."""
-        return self.sparsity_control == PAPER
+        return self.sparsity_control == choices.PAPER
 
 
 @dataclasses.dataclass(frozen=True)
@@ -368,19 +334,17 @@ class PruningConfig(Section):
         "once, then fine-tune), iterative (--pruning_rounds rounds), "
         "progressive (cubic ramp from random initialisation) or "
         "sparse_training (mask fixed at initialisation).",
-        choices=PRUNING_METHODS, flag="pruning")
+        choices=choices.PRUNING_METHODS, flag="pruning")
     pruning_mask: str = option(
-        MAGNITUDE, "Which groups are pruned first: magnitude (group RMS over "
+        choices.MAGNITUDE, "Which groups are pruned first: magnitude (group "
+        "RMS over "
         "its layer's), random, or meta (the groups --mask_from zeroed).",
-        choices=MASK_SOURCES)
-    target_sparsity: typing.Optional[float] = option(
-        None, "The backbone parameter sparsity to reach (percent).", above=0,
-        below=100)
+        choices=choices.MASK_SOURCES)
+    target_sparsity: typing.Optional[float] = _target_sparsity()
     budget_from: typing.Optional[str] = option(
         None, "A finished run whose parameter sparsity is the budget (e.g. a "
         "meta-sparsity run), instead of --target_sparsity.")
-    target_flops_speedup: typing.Optional[float] = option(
-        None, "The structural FLOPs speed-up to reach.", above=1)
+    target_flops_speedup: typing.Optional[float] = _target_speedup()
     mask_from: typing.Optional[str] = option(
         None, "The meta-sparsity run whose zeroed groups --pruning_mask=meta "
         "prunes.")
@@ -403,7 +367,7 @@ class PruningConfig(Section):
                 "or --target_flops_speedup=<x>; got --target_sparsity="
                 f"{self.target_sparsity} --budget_from={self.budget_from} "
                 f"--target_flops_speedup={self.target_flops_speedup}.")
-        require((self.pruning_mask == META) == bool(self.mask_from),
+        require((self.pruning_mask == choices.META) == bool(self.mask_from),
                 "--pruning_mask=meta needs --mask_from=<meta-sparsity run>, "
                 "and --mask_from is used by --pruning_mask=meta only; got "
                 f"--pruning_mask={self.pruning_mask} "
@@ -425,7 +389,7 @@ class TransferConfig(Section):
     train_scope: str = option(
         "all", "all: train backbone and every head (sparsity pattern kept); "
         "new_heads: train only the heads of tasks the source run did not "
-        "have.", choices=TRAIN_SCOPES)
+        "have.", choices=choices.TRAIN_SCOPES)
 
     def check(self):
         require(self.from_dir, "A transfer needs --from_dir=<finished run>.")

@@ -126,7 +126,7 @@ def test_a_handmade_backbone_meta_trains_slims_and_exports(tmp_path):
     model = model_of(handmade_backbone())
     trainer = meta_train_slim_export(model, tmp_path, 16)
     # Second order: Keras' batch norms were swapped for the exact one.
-    assert len(trainer.swapped_batch_norms) == 3
+    assert len(trainer.swapped_layers) == 3
     assert not any(isinstance(layer, L.BatchNormalization)
                    for layer in model.backbone.layers)
     assert sum(isinstance(layer, ExactBatchNormalization)
@@ -165,7 +165,7 @@ def test_the_swap_replaces_the_batch_norms_in_the_users_model(tmp_path):
 def test_first_order_keeps_keras_batch_norm():
     model = model_of(handmade_backbone())
     trainer = msk.MetaSparsityTrainer(model, TASKS, first_order=True)
-    assert trainer.swapped_batch_norms == []
+    assert trainer.swapped_layers == []
     assert any(isinstance(layer, L.BatchNormalization)
                for layer in model.backbone.layers)
 

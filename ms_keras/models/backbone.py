@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from ms_keras.models.layers import ExactBatchNormalization
+from ms_keras.models.layers import ExactMaxPooling2D
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -153,10 +154,10 @@ def build_backbone(name, image_size, activation="relu",
     x = keras.layers.Activation(activation, name="stem_act")(x)
     if config.keras_layout:
         x = keras.layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
-        x = keras.layers.MaxPooling2D(3, strides=2, name="stem_pool")(x)
+        x = ExactMaxPooling2D(3, strides=2, name="stem_pool")(x)
     else:
-        x = keras.layers.MaxPooling2D(3, strides=2, padding="same",
-                                      name="stem_pool")(x)
+        x = ExactMaxPooling2D(3, strides=2, padding="same",
+                              name="stem_pool")(x)
     previous_dilation = 1
     for stage, (blocks, width, stride, dilation) in enumerate(
             zip(config.blocks_per_stage, config.widths, _STAGE_STRIDES,

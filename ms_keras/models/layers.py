@@ -1,11 +1,13 @@
 """Layers whose second derivatives are exact.
 
 The meta-gradient differentiates through the inner loop's gradient, so every op
-on the forward path needs a correct second derivative. Two stock Keras/TF
+on the forward path needs a correct second derivative. Three stock Keras/TF
 pieces fail that: `tf.image.resize` (bilinear) has no registered second
-derivative, and Keras `BatchNormalization` computes the batch variance with
-`tf.nn.moments`, which stops the gradient through the mean. The layers here
-replace them with plain differentiable ops.
+derivative, Keras `BatchNormalization` computes the batch variance with
+`tf.nn.moments`, which stops the gradient through the mean, and under XLA
+the second derivative of max pooling (`MaxPoolGradGrad`) packs each value
+into 16 bits to find its window's maximum (a 0.3 % error in a meta-gradient
+measured here). The layers here replace them with plain differentiable ops.
 """
 
 import keras
@@ -212,3 +214,57 @@ class ExactBatchNormalization(keras.layers.Layer):
             "scale": self.scale,
         })
         return config
+
+
+def _at_least_0(size):
+    """max(size, 0) of a static int or a dynamic scalar."""
+    return max(size, 0) if isinstance(size, int) else tf.maximum(size, 0)
+
+
+@keras.saving.register_keras_serializable(package="ms_keras")
+class ExactMaxPooling2D(keras.layers.MaxPooling2D):
+    """`keras.layers.MaxPooling2D` (NHWC) as the maximum of its shifted,
+    strided windows: the same outputs and gradient, with a second derivative
+    that is exact also under XLA (`jit_compile`).
+
+    Arguments as `keras.layers.MaxPooling2D` (`data_format="channels_last"`).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.data_format != "channels_last":
+            raise ValueError(
+                "ExactMaxPooling2D pools NHWC inputs. Received: "
+                f"data_format={self.data_format}")
+
+    def call(self, inputs):
+        (pool_h, pool_w), (stride_h, stride_w) = self.pool_size, self.strides
+        # Static sizes where known (the output keeps its static shape),
+        # else dynamic ones (a traced step may not know the batch's).
+        height, width = (
+            static if static is not None else dynamic
+            for static, dynamic in zip(inputs.shape[1:3],
+                                       tf.unstack(tf.shape(inputs))[1:3]))
+        if self.padding == "same":
+            out_h = (height + stride_h - 1) // stride_h
+            out_w = (width + stride_w - 1) // stride_w
+            pad_h = _at_least_0((out_h - 1) * stride_h + pool_h - height)
+            pad_w = _at_least_0((out_w - 1) * stride_w + pool_w - width)
+            # The lowest finite value: never a window's maximum, and no
+            # infinity in the derivatives.
+            lowest = float(np.finfo(inputs.dtype.as_numpy_dtype).min)
+            inputs = tf.pad(inputs, [[0, 0], [pad_h // 2, pad_h - pad_h // 2],
+                                     [pad_w // 2, pad_w - pad_w // 2],
+                                     [0, 0]], constant_values=lowest)
+        else:
+            out_h = (height - pool_h) // stride_h + 1
+            out_w = (width - pool_w) // stride_w + 1
+        last_h, last_w = stride_h * (out_h - 1) + 1, stride_w * (out_w - 1) + 1
+        result = None
+        for row in range(pool_h):
+            for column in range(pool_w):
+                window = inputs[:, row:row + last_h:stride_h,
+                                column:column + last_w:stride_w]
+                result = (window if result is None
+                          else tf.maximum(result, window))
+        return result

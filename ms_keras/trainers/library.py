@@ -17,6 +17,7 @@ from absl import logging
 from ms_keras import config as config_lib
 from ms_keras.meta import episodes as episodes_lib
 from ms_keras.models.layers import ExactBatchNormalization
+from ms_keras.models.layers import ExactMaxPooling2D
 from ms_keras.sparsity import callbacks as sparsity_callbacks
 from ms_keras.sparsity import control as control_lib
 from ms_keras.sparsity import proximal
@@ -52,7 +53,16 @@ def build_sparsity(backbone, sparsity, meta, reference=None, num_tasks=1):
     return lam, prox, controller
 
 
+def _inexact(layer):
+    """Whether second derivatives through `layer` are approximate."""
+    return (isinstance(layer, keras.layers.BatchNormalization)
+            or (type(layer) is keras.layers.MaxPooling2D
+                and layer.data_format == "channels_last"))
+
+
 def _exact(layer):
+    if isinstance(layer, keras.layers.MaxPooling2D):
+        return ExactMaxPooling2D.from_config(layer.get_config())
     if not isinstance(layer, keras.layers.BatchNormalization):
         return None
     if layer.axis not in (-1, [-1], [3], 3, (-1,), (3,)):
@@ -64,25 +74,27 @@ def _exact(layer):
         scale=layer.scale, name=layer.name, trainable=layer.trainable)
 
 
-def swap_batch_norms(model):
+def swap_inexact_layers(model):
     """A functional model with every `keras.layers.BatchNormalization`
-    replaced by `ExactBatchNormalization` (same weights and statistics).
+    replaced by `ExactBatchNormalization` (same weights and statistics) and
+    every NHWC `keras.layers.MaxPooling2D` by `ExactMaxPooling2D`.
 
     Keras' batch norm computes its moments with `tf.nn.moments`, whose
-    second derivative is not exact (README, the meta-step): second-order
-    meta-gradients through it would be silently approximate.
+    second derivative is not exact, and XLA's second derivative of max
+    pooling is approximate (`models.layers`): second-order meta-gradients
+    through them would be silently approximate.
 
     Returns:
         `(model, names)`: the model (itself when nothing was swapped) and
         the names of the swapped layers.
     """
-    names = [layer.name for layer in model.layers
-             if isinstance(layer, keras.layers.BatchNormalization)]
+    names = [layer.name for layer in model.layers if _inexact(layer)]
     if not names:
         return model, []
     swapped = keras.models.clone_model(
-        model, clone_function=lambda layer: _exact(layer) or
-        layer.__class__.from_config(layer.get_config()))
+        model, clone_function=lambda layer: (
+            _exact(layer) if _inexact(layer)
+            else layer.__class__.from_config(layer.get_config())))
     for layer in model.layers:
         if layer.weights:
             target = swapped.get_layer(layer.name)
@@ -95,18 +107,19 @@ def swap_batch_norms(model):
 
 
 def exact_second_order(network):
-    """Swaps the batch norms of `network`'s backbone and heads in place;
-    returns the swapped layers' names (also logged)."""
-    backbone, swapped = swap_batch_norms(network.backbone)
+    """Swaps the batch norms and max pools of `network`'s backbone and
+    heads in place (`swap_inexact_layers`); returns the swapped layers'
+    names (also logged)."""
+    backbone, swapped = swap_inexact_layers(network.backbone)
     heads = {}
     for task, head in network.heads.items():
-        heads[task], names = swap_batch_norms(head)
+        heads[task], names = swap_inexact_layers(head)
         swapped += [f"{task}/{name}" for name in names]
     network.replace_parts(backbone, heads)
     if swapped:
         logging.warning(
-            "Second-order meta-gradients: %d Keras BatchNormalization "
-            "layers swapped for ExactBatchNormalization (%s).",
+            "Second-order meta-gradients: %d Keras BatchNormalization / "
+            "MaxPooling2D layers swapped for their exact versions (%s).",
             len(swapped), ", ".join(swapped[:5])
             + (", ..." if len(swapped) > 5 else ""))
     return swapped

@@ -81,9 +81,9 @@ class MetaSparsityTrainer(meta_step.MetaStep, MultiTaskTrainer):
             there (the flags of the same names are generated from them).
 
     Second-order meta-gradients need exact second derivatives: Keras'
-    `BatchNormalization` layers of the model are swapped for
-    `ExactBatchNormalization` (weights kept; `swapped_batch_norms` names
-    them, and a warning says so).
+    `BatchNormalization` and `MaxPooling2D` layers of the model are swapped
+    for `ExactBatchNormalization` and `ExactMaxPooling2D` (weights kept;
+    `swapped_layers` names them, and a warning says so).
 
     Example:
 
@@ -109,7 +109,7 @@ class MetaSparsityTrainer(meta_step.MetaStep, MultiTaskTrainer):
             if sparse else None)
         if sparse:  # a layer it cannot analyse is refused here, in one line
             structure_lib.analyse(network.backbone)
-        self.swapped_batch_norms = (
+        self.swapped_layers = (
             [] if self.options.first_order
             else library.exact_second_order(network))
         if sparse and lam is None and prox is None:

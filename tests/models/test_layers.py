@@ -163,3 +163,73 @@ class ExactBatchNormalizationTest(parameterized.TestCase):
     def test_rejects_bad_momentum(self):
         with self.assertRaisesRegex(ValueError, "momentum=1.5"):
             layers.ExactBatchNormalization(momentum=1.5)
+
+
+class ExactMaxPoolingTest(parameterized.TestCase):
+
+    def setUp(self):
+        set_precision("float64")
+        self.inputs = tf.Variable(
+            np.random.default_rng(4).normal(size=(2, 9, 7, 3)), tf.float64)
+
+    def tearDown(self):
+        set_precision("float32")
+
+    @parameterized.named_parameters(
+        ("same", 3, 2, "same"), ("valid", 3, 2, "valid"),
+        ("two_by_two", 2, 2, "valid"), ("overlapping", 3, 1, "same"))
+    def test_matches_keras_and_has_an_exact_hessian(self, pool, stride,
+                                                    padding):
+        exact = layers.ExactMaxPooling2D(pool, stride, padding=padding)
+        stock = keras.layers.MaxPooling2D(pool, stride, padding=padding)
+        np.testing.assert_array_equal(exact(self.inputs), stock(self.inputs))
+        hvp, fd = gradcheck.hvp_and_finite_difference(
+            _curved_loss(exact, self.inputs), [self.inputs])
+        self.assertLess(gradcheck.relative_error(hvp, fd), 1e-6)
+        self.assertGreater(np.abs(hvp).max(), 0.0)
+
+    def test_its_second_derivative_is_the_same_under_xla(self):
+        # Values within 1e-4 of each other: XLA's own MaxPoolGradGrad, which
+        # compares them in 16 bits, routes the second derivative to the
+        # wrong element (an error as large as the derivative itself).
+        inputs = tf.constant((1.0 + 1e-4 * np.random.default_rng(5).normal(
+            size=(2, 8, 8, 4))).astype(np.float32))
+        weights = tf.constant(np.random.default_rng(6).normal(
+            size=(2, 4, 4, 4)).astype(np.float32))
+        direction = tf.constant(np.random.default_rng(7).normal(
+            size=(2, 8, 8, 4)).astype(np.float32))
+
+        def hvp(layer):
+            with tf.GradientTape() as outer:
+                outer.watch(inputs)
+                with tf.GradientTape() as inner:
+                    inner.watch(inputs)
+                    loss = tf.reduce_sum(weights * tf.sin(layer(inputs)))
+                grad = inner.gradient(loss, inputs)
+                product = tf.reduce_sum(grad * direction)
+            return outer.gradient(product, inputs)
+
+        layer = layers.ExactMaxPooling2D(3, 2, padding="same",
+                                         dtype="float32")
+        eager = hvp(layer)
+        xla = tf.function(hvp, jit_compile=True)(layer)
+        self.assertGreater(np.abs(eager).max(), 0.1)
+        np.testing.assert_allclose(xla, eager, rtol=1e-5, atol=1e-6)
+
+    def test_it_serializes(self):
+        layer = layers.ExactMaxPooling2D(3, 2, padding="same", name="p")
+        clone = keras.saving.deserialize_keras_object(
+            keras.saving.serialize_keras_object(layer))
+        self.assertIsInstance(clone, layers.ExactMaxPooling2D)
+        self.assertEqual(clone.get_config(), layer.get_config())
+
+    def test_it_pools_inputs_of_unknown_size(self):
+        layer = layers.ExactMaxPooling2D(3, 2, padding="same",
+                                         dtype="float32")
+        pool = tf.function(layer, input_signature=[
+            tf.TensorSpec([None, None, None, 4], tf.float32)])
+        inputs = np.random.default_rng(8).normal(
+            size=(2, 9, 7, 4)).astype(np.float32)
+        np.testing.assert_array_equal(
+            pool(inputs), keras.layers.MaxPooling2D(
+                3, 2, padding="same", dtype="float32")(inputs))

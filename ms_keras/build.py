@@ -176,13 +176,23 @@ def transfer_from(network, transfer):
 
 def build_trainer(config, training=True):
     """A compiled, built trainer for `config`: the library's trainers,
-    given the config's sections by field name.
+    given the config's sections by field name, under the config's dtype
+    policy (the global one is restored afterwards).
 
     Weights are freshly initialised (or from `--backbone_weights`), or start
     from `config.transfer`. With `training=False` (evaluation, export) no
     weights file is read: a tolerance-mode trainer is built without its
     dense reference, a backbone without its start.
     """
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(config.training.dtype_policy)
+    try:
+        return _build_trainer(config, training)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _build_trainer(config, training):
     keras.utils.set_random_seed(config.training.seed)
     network = build_network(config, load_weights=training)
     if config.transfer:

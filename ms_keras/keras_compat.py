@@ -14,9 +14,15 @@ doing nothing (as SGD's momentum reset did: Keras' SGD keeps its momenta in
 _SLOT_LISTS = ("momentums", "_momentums", "_velocities", "_velocity_hats")
 
 
+def base_optimizer(optimizer):
+    """The optimizer that keeps the state: the one a
+    `keras.optimizers.LossScaleOptimizer` (mixed_float16) wraps."""
+    return getattr(optimizer, "inner_optimizer", optimizer)
+
+
 def variable_index(optimizer, variable):
     """The position of `variable` in the optimizer's state lists."""
-    return optimizer._get_variable_index(variable)  # noqa: SLF001
+    return base_optimizer(optimizer)._get_variable_index(variable)  # noqa: SLF001
 
 
 def optimizer_slots(optimizer, variable):
@@ -26,6 +32,7 @@ def optimizer_slots(optimizer, variable):
     Raises:
         ValueError: when the optimizer is not built on `variable`.
     """
+    optimizer = base_optimizer(optimizer)
     if not optimizer.built:
         raise ValueError("The optimizer is not built yet; it has no state.")
     index = variable_index(optimizer, variable)
@@ -39,6 +46,7 @@ def optimizer_slots(optimizer, variable):
 
 def adam_velocity(optimizer, variable):
     """Adam's second-moment estimate `v` of `variable`."""
+    optimizer = base_optimizer(optimizer)
     return optimizer._velocities[variable_index(optimizer, variable)]  # noqa: SLF001
 
 

@@ -261,8 +261,12 @@ WEIGHTINGS = {"uncertainty": UncertaintyWeighting, "equal": EqualWeighting}
 
 
 def build_loss_weighting(kind, num_tasks):
-    """Returns the weighting layer `kind` (`uncertainty` or `equal`)."""
+    """Returns the weighting layer `kind` (`uncertainty` or `equal`); it
+    weighs float32 losses whatever the global dtype policy."""
     if kind not in WEIGHTINGS:
         raise ValueError(
             f"Unknown loss weighting '{kind}'. Allowed: {', '.join(WEIGHTINGS)}")
-    return WEIGHTINGS[kind](num_tasks, name="loss_weighting")
+    mixed = keras.config.dtype_policy().compute_dtype in ("float16",
+                                                          "bfloat16")
+    return WEIGHTINGS[kind](num_tasks, name="loss_weighting",
+                            dtype="float32" if mixed else None)

@@ -48,6 +48,9 @@ COVERED_ELSEWHERE = {
     ("backbone", "resnet50_d8"): "test_resnet50_d8_trains_end_to_end (slow)",
     ("monitor", "delta_m"): "test_delta_m_selection_follows_a_reference_run",
     ("sparsity_control", "tolerance"): "tests/test_sparsity_control.py",
+    ("dtype_policy", "mixed_bfloat16"): "tests/test_mixed_precision.py",
+    ("dtype_policy", "mixed_float16"): "tests/test_mixed_precision.py "
+                                       "(slow)",
     ("train_scope", "new_heads"): "test_finetune_new_heads_trains_only_...",
     ("strategy", "mirrored"): "test_deterministic_runs_write_..._metrics"
                               "[mirrored] (slow), tests/distribute/"

@@ -35,6 +35,7 @@ from ms_keras.config.choices import DEFAULT_ASPP_RATES
 from ms_keras.config.choices import DEFAULT_LAMBDA_INIT
 from ms_keras.config.choices import DEFAULT_QUALITY_TOLERANCE
 from ms_keras.config.choices import DEFAULT_SYNTHETIC_EXAMPLES
+from ms_keras.config.choices import DTYPE_POLICIES
 from ms_keras.config.sections import DataConfig
 from ms_keras.config.choices import INNER_PROX
 from ms_keras.config.choices import LAMBDA_OPTIMIZERS
@@ -85,6 +86,7 @@ __all__ = [
     "DEFAULT_LAMBDA_INIT",
     "DEFAULT_QUALITY_TOLERANCE",
     "DEFAULT_SYNTHETIC_EXAMPLES",
+    "DTYPE_POLICIES",
     "DataConfig",
     "ExperimentConfig",
     "INNER_PROX",

@@ -7,6 +7,7 @@ from ms_keras.config.schema import require
 
 OPTIMIZERS = ("adam", "sgd")
 LEARNING_RATE_SCHEDULES = ("constant", "step", "cosine")
+DTYPE_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 # `step` divides the learning rate by STEP_DECAY from this share of the run.
 STEP_DECAY_AT, STEP_DECAY = 0.75, 10.0
 LOSS_WEIGHTINGS = ("uncertainty", "equal")

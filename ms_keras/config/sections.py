@@ -118,6 +118,11 @@ class TrainingConfig(Section):
         "run's optimizer steps (the last epochs settle, so their "
         "evaluations are not the noise of a large step); cosine: decay to 0 "
         "over the run.", choices=choices.LEARNING_RATE_SCHEDULES)
+    dtype_policy: str = option(
+        "float32", "Keras dtype policy: mixed_bfloat16 or mixed_float16 "
+        "compute the network in 16 bits (float16 with dynamic loss "
+        "scaling); the weights, lambda, the losses and the prox stay "
+        "float32.", choices=choices.DTYPE_POLICIES)
     optimizer: str = option("adam", "Optimizer of the weights.",
                             choices=choices.OPTIMIZERS)
     momentum: float = option(

@@ -184,6 +184,10 @@ class ExactBatchNormalization(keras.layers.Layer):
     def call(self, inputs, training=False, mask=None):
         # `mask` is accepted (and ignored) as Keras' BatchNormalization does,
         # so a functional graph built with it can take this layer instead.
+        if inputs.dtype in ("float16", "bfloat16"):
+            # Mixed precision: statistics in float32, as Keras' own.
+            outputs = self.call(ops.cast(inputs, "float32"), training)
+            return ops.cast(outputs, inputs.dtype)
         axes = list(range(len(inputs.shape) - 1))
         if not (training and self.trainable):
             return self._scale_shift(

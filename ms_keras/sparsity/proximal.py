@@ -53,7 +53,9 @@ _RESETS = (config_lib.RESET_MOMENTS, config_lib.ADAM_METRIC_RESET)
 def _adam_scale(optimizer, kernel, kind):
     """Per-group (or per-weight) `alpha_t / d` of Adam's diagonal metric."""
     velocity = keras_compat.adam_velocity(optimizer, kernel)
-    step = tf.cast(optimizer.iterations, kernel.dtype)
+    # At least one step: a skipped first step (mixed_float16's overflow)
+    # leaves the count at 0, where Adam's bias correction is 0 / 0.
+    step = tf.cast(tf.maximum(optimizer.iterations, 1), kernel.dtype)
     # as_dtype: a Python float through tf.cast would pass through float32.
     beta_1 = prox_lib.as_dtype(optimizer.beta_1, kernel.dtype)
     beta_2 = prox_lib.as_dtype(optimizer.beta_2, kernel.dtype)
@@ -110,9 +112,10 @@ class OuterProx:
             shape = (kernel.shape[2],)
         else:
             shape = kernel.shape
+        inner = keras_compat.base_optimizer(optimizer)
         if self.step in _IN_ADAM_METRIC and isinstance(
-                optimizer, keras.optimizers.Adam):
-            return base * _adam_scale(optimizer, kernel, self.kind)
+                inner, keras.optimizers.Adam):
+            return base * _adam_scale(inner, kernel, self.kind)
         return tf.broadcast_to(base, shape)
 
     def apply(self, optimizer, lam):

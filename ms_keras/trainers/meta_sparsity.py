@@ -27,6 +27,7 @@ from ms_keras.sparsity import groups as groups_lib
 from ms_keras.sparsity import prox as prox_lib
 from ms_keras.sparsity import structure as structure_lib
 from ms_keras.trainers.multitask import MultiTaskTrainer
+from ms_keras.trainers.multitask import loss_scale
 from ms_keras.trainers.multitask import reducible
 from ms_keras.trainers.multitask import replica_scale
 
@@ -296,7 +297,7 @@ class MetaSparsityTrainer(meta_step.MetaStep, MultiTaskTrainer):
             query = (data["query_images"][m],
                      tf.nest.map_structure(pick, data["query_targets"]))
             result = self.compute_meta_gradients(support, query, episodes[m])
-            active = tf.cast(result.active, self.compute_dtype)
+            active = tf.cast(result.active, result.task_losses.dtype)
             self.loss_tracker.update_state(result.query_loss)
             self.objective_tracker.update_state(result.objective)
             self.task_sum_tracker.update_state(
@@ -320,7 +321,9 @@ class MetaSparsityTrainer(meta_step.MetaStep, MultiTaskTrainer):
         _, sums = tf.while_loop(lambda m, _: m < meta_batch, episode_body,
                                 (tf.constant(0), self._zero_sums()),
                                 parallel_iterations=1)
-        scale = 1.0 / tf.cast(meta_batch, self.compute_dtype)
+        # The mean over episodes, times the loss scale that
+        # `LossScaleOptimizer.apply` (mixed_float16) divides by again.
+        scale = loss_scale(self.optimizer) / tf.cast(meta_batch, tf.float32)
         lam_of_step = None if self.lam is None else self.lam.value()
         norm = self.apply_update(
             [replica_scale(g * tf.cast(scale, g.dtype))
@@ -329,9 +332,13 @@ class MetaSparsityTrainer(meta_step.MetaStep, MultiTaskTrainer):
             self.inner_threshold_tracker.update_state(
                 self.inner_lr * lam_of_step * self._mean_root_group_size)
         if self.learns_lambda:
-            self.lambda_optimizer.apply(
-                [replica_scale(sums["lam"] * tf.cast(scale, sums["lam"].dtype))],
-                [self.lam.raw])
+            lam_grad = replica_scale(sums["lam"] / tf.cast(
+                meta_batch, sums["lam"].dtype))
+            # A step whose scaled gradients overflowed is skipped, lambda's
+            # included.
+            lam_grad = tf.where(tf.math.is_finite(lam_grad), lam_grad,
+                                tf.zeros_like(lam_grad))
+            self.lambda_optimizer.apply([lam_grad], [self.lam.raw])
         self.refresh_statistics(data["query_images"])
         logs = self.logs([self.loss_tracker, self.objective_tracker,
                           self.task_sum_tracker, *self.task_loss_trackers,
@@ -372,7 +379,7 @@ class MetaSparsityTrainer(meta_step.MetaStep, MultiTaskTrainer):
             lambda m, _: m < episodes, body,
             (tf.constant(0), [tf.zeros_like(v) for v in statistics]),
             parallel_iterations=1)
-        count = tf.cast(episodes, self.compute_dtype)
+        count = tf.cast(episodes, tf.float32)
         for variable, total in zip(network.non_trainable_variables, sums):
             variable.assign(tf.stop_gradient(total / tf.cast(count,
                                                              total.dtype)))

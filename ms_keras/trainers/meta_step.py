@@ -11,6 +11,7 @@ from ms_keras.config import INNER_PROX
 from ms_keras.meta import inner_loop
 from ms_keras.sparsity import prox as prox_lib
 from ms_keras.trainers.multitask import gradients as multitask_gradients
+from ms_keras.trainers.multitask import loss_scale
 from ms_keras.trainers.multitask import task_losses as multitask_losses
 
 INNER_PROX_MODES = INNER_PROX
@@ -72,7 +73,6 @@ class MetaStep:
         # A task the batch does not label takes no part in the episode.
         losses, labelled = multitask_losses(self.task_specs, targets,
                                             outputs)
-        losses = tf.cast(losses, features.dtype)
         active = tf.logical_and(episode, labelled > 0)
         task_losses = tf.where(active, losses, tf.zeros_like(losses))
         mask = tf.cast(active, task_losses.dtype)
@@ -122,6 +122,11 @@ class MetaStep:
         statistics = self._statistics()
         variables = self.meta_variables
         sparse = self.sparsity != config_lib.NONE
+        # mixed_float16: the query loss is differentiated times the dynamic
+        # loss scale (no underflow in 16 bits) and its gradients divided by
+        # it. The inner loop's is not: an overflow there would reach the
+        # query loss itself, not only a gradient the optimizer can skip.
+        scale = loss_scale(getattr(self, "optimizer", None))
         with tf.GradientTape(persistent=self.learns_lambda) as tape:
             lam = self.lam.value() if sparse else None
             weights = [v.value for v in variables]
@@ -145,12 +150,14 @@ class MetaStep:
                 penalty = prox_lib.penalty([fast[i] for i in self.penalised],
                                            self.sparsity)
                 weighted_penalty = tf.cast(lam, query_loss.dtype) * penalty
+            scaled = query_loss * tf.cast(scale, query_loss.dtype)
         # One reverse pass from the query loss serves the weights and
         # lambda's raw weight; lambda's total derivative (Eq. 15) adds the
         # penalty term's, whose path to lambda runs through the prox ops only
         # (for one inner step it never enters the networks).
         raw = [self.lam.raw.value] if self.learns_lambda else []
-        grads = multitask_gradients(tape, query_loss, [*variables, *raw])
+        grads = [g / tf.cast(scale, g.dtype) for g in multitask_gradients(
+            tape, scaled, [*variables, *raw])]
         lam_grad = None
         if self.learns_lambda:
             lam_grad = grads.pop() + tape.gradient(

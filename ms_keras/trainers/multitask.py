@@ -26,6 +26,24 @@ def reducible(logs):
     return logs
 
 
+def loss_dtype(dtype):
+    """The dtype losses are computed in: float32 for a mixed-precision
+    (16-bit) output, else the output's own (float64 in the exactness
+    checks)."""
+    dtype = tf.as_dtype(dtype)
+    return tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
+
+
+def loss_scale(optimizer):
+    """What a loss is multiplied by before it is differentiated: the
+    dynamic loss scale of a `LossScaleOptimizer` (mixed_float16), else 1.
+    The gradients are divided by it again (`LossScaleOptimizer.apply` does,
+    and skips a step whose scaled gradients overflowed)."""
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return tf.cast(optimizer.dynamic_scale, tf.float32)
+    return tf.constant(1.0, tf.float32)
+
+
 def gradients(tape, target, sources):
     """`tape.gradient`, with zeros for sources `target` does not depend on
     (a task absent from the batch leaves its head unconnected)."""
@@ -40,16 +58,18 @@ def task_losses(task_specs, targets, predictions):
     losses, labelled = [], []
     for task in task_specs:
         output = predictions[task.name]
+        dtype = loss_dtype(output.dtype)
+        output = tf.cast(output, dtype)
         if task.name not in targets:
-            losses.append(tf.zeros((), output.dtype))
-            labelled.append(tf.zeros((), output.dtype))
+            losses.append(tf.zeros((), dtype))
+            labelled.append(tf.zeros((), dtype))
             continue
         weight = targets.get(f"{task.name}_weight")
         losses.append(tf.cast(losses_lib.task_loss(
-            task, targets[task.name], output, weight), output.dtype))
-        labelled.append(tf.ones((), output.dtype) if weight is None else
-                        tf.cast(tf.reduce_sum(tf.cast(weight, output.dtype))
-                                > 0, output.dtype))
+            task, targets[task.name], output, weight), dtype))
+        labelled.append(tf.ones((), dtype) if weight is None else
+                        tf.cast(tf.reduce_sum(tf.cast(weight, dtype))
+                                > 0, dtype))
     return tf.stack(losses), tf.stack(labelled)
 
 
@@ -203,9 +223,10 @@ class MultiTaskTrainer(keras.Model):
                 task_losses[i], sample_weight=None if labelled is None
                 else labelled[i])
             weight = targets.get(f"{task.name}_weight")
+            prediction = predictions[task.name]
+            prediction = tf.cast(prediction, loss_dtype(prediction.dtype))
             for metric in self.task_metrics[i]:
-                metric.update_state(targets[task.name],
-                                    predictions[task.name],
+                metric.update_state(targets[task.name], prediction,
                                     sample_weight=weight)
 
     def logs(self, trackers, with_lambda=True):
@@ -228,7 +249,8 @@ class MultiTaskTrainer(keras.Model):
         """The optimizer's update, then the fixed pattern and the prox.
 
         Args:
-            gradients: gradients aligned with `variables`.
+            gradients: gradients aligned with `variables`, of the loss
+                times `loss_scale(optimizer)`.
             variables: the variables the optimizer updates.
             lam: lambda of the prox (default: the current one).
 
@@ -238,23 +260,30 @@ class MultiTaskTrainer(keras.Model):
         if self.masks is not None:
             gradients = self.masks.mask_gradients(gradients, variables)
         norm = tf.linalg.global_norm(
-            [g for g in gradients if g is not None])
+            [g for g in gradients if g is not None]) / tf.cast(
+                loss_scale(self.optimizer), gradients[0].dtype)
+        before = tf.identity(self.optimizer.iterations)
         self.optimizer.apply(gradients, variables)
+        # False when dynamic loss scaling skipped the step (overflow).
+        applied = self.optimizer.iterations > before
         if self.masks is not None:
             once_for_all_replicas(self.masks.apply)
         if self.prox is not None:
             lam = self.lam.value() if lam is None else lam
-            threshold = once_for_all_replicas(lambda: self._prox_step(lam))
+            threshold = once_for_all_replicas(
+                lambda: self._prox_step(lam, applied))
             self.threshold_tracker.update_state(threshold)
         return norm
 
-    def _prox_step(self, lam):
+    def _prox_step(self, lam, applied=True):
         """The outer prox at `lam`, or at the lambda the controller solves
-        for (which then becomes the current lambda)."""
+        for (which then becomes the current lambda); none (lambda 0) after
+        a step the optimizer skipped."""
         if self.controller is not None:
             lam = self.controller.solve(self.optimizer)
             self.lam.raw.assign(tf.cast(control_lib.inverse_softplus(
                 lam, self.lam.beta), self.lam.raw.dtype))
+        lam = tf.where(applied, lam, tf.zeros_like(lam))
         return self.prox.apply(self.optimizer, lam)
 
     def train_step(self, data):
@@ -263,7 +292,8 @@ class MultiTaskTrainer(keras.Model):
             predictions = self.network(images, training=True)
             task_losses, labelled = self.task_losses(targets, predictions)
             total = self.loss_weighting(task_losses, labelled)
-            scaled = replica_scale(total)
+            scaled = replica_scale(total) * tf.cast(
+                loss_scale(self.optimizer), total.dtype)
         variables = self.trainable_variables
         norm = self.apply_update(gradients(tape, scaled, variables),
                                  variables)

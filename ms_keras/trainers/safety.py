@@ -45,7 +45,11 @@ class NonFiniteGuard(keras.callbacks.Callback):
                 f"step {step}: lambda is {float(lam)}; training stopped, the "
                 "last good backup and the best checkpoint are kept.")
         norm = logs.get("gradient_norm")
-        if norm is not None and not math.isfinite(float(norm)):
+        # With dynamic loss scaling (mixed_float16) an overflowing gradient
+        # is the scale's to handle: the step is skipped, the scale halved.
+        scaled = isinstance(self.model.optimizer,
+                            keras.optimizers.LossScaleOptimizer)
+        if norm is not None and not scaled and not math.isfinite(float(norm)):
             bad = next((v.path for v in self.model.trainable_variables
                         if not np.all(np.isfinite(np.asarray(v)))),
                        "a gradient")

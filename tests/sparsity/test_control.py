@@ -198,11 +198,25 @@ def test_controller_moves_its_setpoint_with_the_measured_quality():
     assert float(controller.setpoint) == pytest.approx(before)
 
 
+def test_the_setpoint_rises_uncompared_until_the_warm_up_ends():
+    controller = make_tolerance_controller([1.0])
+    # Far worse than the reference, but early: it rises all the same.
+    controller.observe(tf.constant([5.0]), 10)
+    controller.observe(tf.constant([5.0]), 20)
+    assert float(controller.setpoint) == pytest.approx(20 * controller.rate)
+    assert float(controller.checks) == 0.0
+    # From the warm-up's end it is compared (and this gap holds it).
+    controller.observe(tf.constant([5.0]), 30)
+    controller.observe(tf.constant([5.0]), 40)
+    assert float(controller.checks) == 2.0
+    assert float(controller.setpoint) < 30 * controller.rate
+
+
 def test_the_gap_is_the_median_of_the_last_checks():
     controller = make_tolerance_controller([1.0])
     assert float(controller.gap()) == 0.0
     gaps = []
-    for step, loss in zip(range(20, 70, 10), [1.1, 0.9, 1.3, 1.0, 0.95]):
+    for step, loss in zip(range(30, 80, 10), [1.1, 0.9, 1.3, 1.0, 0.95]):
         gaps.append(float(controller.observe(tf.constant([loss]), step)))
     np.testing.assert_allclose(gaps, [0.1, 0.0, 0.1, 0.0, 0.0], atol=1e-6)
 

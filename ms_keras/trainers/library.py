@@ -47,8 +47,12 @@ def build_sparsity(backbone, sparsity, meta, reference=None, num_tasks=1):
                               sparsity.preserve_norm)
     controller = None
     if control != config_lib.PAPER:
+        tolerance = meta.quality_tolerance
+        if control == config_lib.TOLERANCE and tolerance is None:
+            tolerance = config_lib.DEFAULT_QUALITY_TOLERANCE
         controller = control_lib.SparsityController(
-            dataclasses.replace(meta, sparsity_control=control),
+            dataclasses.replace(meta, sparsity_control=control,
+                                quality_tolerance=tolerance),
             reference=reference, num_tasks=num_tasks, name="controller")
     return lam, prox, controller
 

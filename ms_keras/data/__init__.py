@@ -133,11 +133,19 @@ def _prepared(make, download_config=None):
     return result
 
 
+# Prepared builders of generated datasets, by their (frozen) DataConfig: a
+# run asks for its examples several times (train, support, query,
+# validation, test, sizes), and generated examples never change under it.
+_GENERATED = {}
+
+
 def builder(config):
     """Returns the prepared TFDS builder of `config`'s examples.
 
     The first call prepares the examples (renders synthetic ones, or reads,
-    checks and resizes the user's files); later calls reuse them.
+    checks and resizes the user's files); later calls reuse them (a
+    generated dataset's builder itself, within one process; a real
+    dataset's files are checked again each time).
 
     Raises:
         ValueError: for unusable user files, naming the file and the problem.
@@ -146,14 +154,16 @@ def builder(config):
     tfds.disable_progress_bar()
     if not tasks_lib.dataset_spec(config).synthetic:
         return _real_builder(config)
-    height, width = config.image_size
-    train, validation, test = config.synthetic_examples
-    builder_config = synthetic_builders.make_config(
-        height, width, train, validation, test, config.synthetic_seed,
-        config.synthetic_holes)
-    cls = synthetic_builders.BUILDERS[config.dataset]
-    return _prepared(lambda: cls(config=builder_config,
-                                 data_dir=tfds_root(config.tfds_dir)))
+    if config not in _GENERATED:
+        height, width = config.image_size
+        train, validation, test = config.synthetic_examples
+        builder_config = synthetic_builders.make_config(
+            height, width, train, validation, test, config.synthetic_seed,
+            config.synthetic_holes)
+        cls = synthetic_builders.BUILDERS[config.dataset]
+        _GENERATED[config] = _prepared(lambda: cls(
+            config=builder_config, data_dir=tfds_root(config.tfds_dir)))
+    return _GENERATED[config]
 
 
 def load(config, task_specs, split, batch_size, training, seed=0,

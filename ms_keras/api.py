@@ -80,7 +80,8 @@ def export_model(model, output_dir, formats=exporting.FORMATS, images=None,
         formats: `saved_model` and/or `tflite`.
         images: float32 `(n >= 8, h, w, 3)` images to verify on (default:
             uniform noise of the model's input size).
-        tolerance: largest absolute output difference allowed.
+        tolerance: largest output difference allowed, relative to the
+            outputs' scale (the largest absolute output, at least 1).
         dynamic_range: also write a dynamic-range quantized TFLite model.
         latency_repeats: timed runs per latency figure.
 

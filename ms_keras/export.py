@@ -63,8 +63,9 @@ flags.DEFINE_integer(
     "latency_repeats", 50, "Timed runs per latency figure (median "
     "reported).", lower_bound=1)
 flags.DEFINE_float(
-    "tolerance", 1e-4, "Largest absolute output difference allowed between "
-    "the trained model and a float artefact.", lower_bound=0.0)
+    "tolerance", 1e-4, "Largest output difference allowed between the "
+    "trained model and a float artefact, relative to the outputs' scale (the "
+    "largest absolute output, at least 1).", lower_bound=0.0)
 
 
 @flags.validator("format")

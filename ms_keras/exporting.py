@@ -12,6 +12,8 @@ import os
 import shutil
 import tempfile
 
+import numpy as np
+
 from ms_keras import run_dir
 from ms_keras import serving
 from ms_keras.models import MultiTaskModel
@@ -68,13 +70,23 @@ def _latency_pair(dense, slim, images, batch_sizes, repeats, formats,
     return results
 
 
+def output_scale(reference):
+    """What output differences are measured against: the largest absolute
+    output, at least 1 (float32 artefacts differ in their last bits, so
+    outputs in the hundreds differ by ~1e-4)."""
+    return max(1.0, max(float(np.max(np.abs(v))) for v in reference.values()))
+
+
 def _verify(name, reference, outputs, tolerance, report):
     difference = serving.max_abs_difference(reference, outputs)
     report["max_abs_difference"][name] = difference
-    if tolerance is not None and difference > tolerance:
+    allowed = None if tolerance is None else tolerance * output_scale(
+        reference)
+    if allowed is not None and difference > allowed:
         raise VerificationError(
             f"{name} differs from the trained model by {difference:.3g} "
-            f"(> --tolerance={tolerance}); nothing was written.")
+            f"(> --tolerance={tolerance} of the outputs' scale "
+            f"{output_scale(reference):.3g}); nothing was written.")
 
 
 def export_run(network, images, output_dir, task_names=None,
@@ -93,8 +105,9 @@ def export_run(network, images, output_dir, task_names=None,
             (reported, not held to `tolerance`).
         batch_sizes: batch sizes of the latency measurement.
         repeats: timed runs per latency figure (median reported).
-        tolerance: largest absolute output difference allowed between the
-            trained model and a float artefact.
+        tolerance: largest output difference allowed between the trained
+            model and a float artefact, relative to the outputs' scale
+            (`output_scale`: the largest absolute output, at least 1).
 
     Raises:
         VerificationError: when an artefact is off by more than `tolerance`.
@@ -112,6 +125,7 @@ def export_run(network, images, output_dir, task_names=None,
               "parameters": {"dense": dense.count_params(),
                              "slim": slim.count_params()},
               "max_abs_difference": {}, "tolerance": tolerance,
+              "output_scale": output_scale(reference),
               "verified_on_images": int(len(images))}
     parent = os.path.dirname(os.path.abspath(output_dir))
     os.makedirs(parent, exist_ok=True)

@@ -165,3 +165,19 @@ def test_report_records_the_request_and_positive_latencies(exported):
         for which in ("dense", "slim"):
             values = list(table[which].values())
             assert values and all(np.isfinite(v) and v > 0 for v in values)
+
+
+def test_verification_is_relative_to_the_outputs_scale():
+    report = {"max_abs_difference": {}}
+    large = {"value": np.array([[200.0], [-3.0]])}
+    # 2e-4 off outputs of 200 is float32's last bits: within 1e-4 of them.
+    exporting._verify("tflite", large, {"value": large["value"] + 2e-4},
+                      1e-4, report)
+    with pytest.raises(exporting.VerificationError, match="scale 200"):
+        exporting._verify("tflite", large, {"value": large["value"] + 0.03},
+                          1e-4, report)
+    # Outputs below 1 are held to the tolerance itself.
+    small = {"value": np.array([[0.01]])}
+    with pytest.raises(exporting.VerificationError):
+        exporting._verify("tflite", small, {"value": small["value"] + 2e-4},
+                          1e-4, report)

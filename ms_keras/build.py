@@ -17,7 +17,7 @@ from ms_keras.meta import episodes as episodes_lib
 from ms_keras.models import build_multitask_model
 from ms_keras.models.backbone import load_resnet50_weights
 from ms_keras.sparsity import callbacks as sparsity_callbacks
-from ms_keras.sparsity import control as control_lib
+from ms_keras.sparsity import reference as reference_lib
 from ms_keras.sparsity import proximal
 from ms_keras.sparsity import pruning as pruning_lib
 from ms_keras.sparsity.lam import SparsityStrength
@@ -141,7 +141,7 @@ def reference_curve(path, task_names):
     planned = recorded["training"]["epochs"]
     fractions = np.arange(1, len(losses) + 1) / planned
     try:
-        return control_lib.ReferenceCurve(fractions, losses)
+        return reference_lib.ReferenceCurve(fractions, losses)
     except ValueError as e:
         raise ValueError(f"--reference_dir={path}: {e}") from None
 

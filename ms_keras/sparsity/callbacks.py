@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from ms_keras import config as config_lib
 from ms_keras.sparsity import control as control_lib
+from ms_keras.sparsity import reference as reference_lib
 from ms_keras.sparsity import pruning as pruning_lib
 from ms_keras.sparsity import structure as structure_lib
 from ms_keras.sparsity.stats import SparsityMeter
@@ -248,7 +249,7 @@ class SparsityConstraint(keras.callbacks.Callback):
                 "SparsityConstraint needs the validation losses of "
                 f"{missing}; run `fit` with validation data.")
         losses = [logs[f"val_{t}_loss"] for t in self.task_names]
-        return 100.0 * control_lib.quality_gap(losses, self.reference)
+        return 100.0 * reference_lib.quality_gap(losses, self.reference)
 
     def holds(self, figures, gap=None):
         """Whether measured `figures` (and a quality gap) meet the

@@ -20,6 +20,7 @@ from ms_keras.models.layers import ExactBatchNormalization
 from ms_keras.models.layers import ExactMaxPooling2D
 from ms_keras.sparsity import callbacks as sparsity_callbacks
 from ms_keras.sparsity import control as control_lib
+from ms_keras.sparsity import reference as reference_lib
 from ms_keras.sparsity import proximal
 from ms_keras.sparsity.lam import SparsityStrength
 
@@ -193,7 +194,7 @@ def train_dense_reference(trainer, dataset, validation_data, epochs, steps,
                             validation_data=validation_data, verbose=verbose)
     names = [t.name for t in trainer.task_specs]
     losses = np.array([history.history[f"val_{n}_loss"] for n in names]).T
-    return control_lib.ReferenceCurve(
+    return reference_lib.ReferenceCurve(
         np.arange(1, len(losses) + 1) / epochs, losses)
 
 

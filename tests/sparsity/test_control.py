@@ -12,6 +12,7 @@ from ms_keras.models.backbone import build_backbone
 from ms_keras import config as config_lib
 from ms_keras.sparsity import budget
 from ms_keras.sparsity import control
+from ms_keras.sparsity import reference
 from ms_keras.sparsity import groups as groups_lib
 from ms_keras.sparsity import proximal
 from ms_keras.sparsity import structure
@@ -160,7 +161,7 @@ def test_setpoint_rises_with_slack_holds_in_the_band_and_falls_beyond():
 
 
 def make_tolerance_controller(reference_losses):
-    curve = control.ReferenceCurve([0.1, 1.0], [reference_losses,
+    curve = reference.ReferenceCurve([0.1, 1.0], [reference_losses,
                                                 reference_losses])
     return control.SparsityController(
         TOLERANCE_2, 100, reference=curve, num_tasks=len(reference_losses))
@@ -195,7 +196,7 @@ def test_controller_moves_its_setpoint_with_the_measured_quality():
 
 
 def test_controller_compares_with_the_reference_at_the_same_point():
-    curve = control.ReferenceCurve([0.25, 1.0], [[4.0], [1.0]])
+    curve = reference.ReferenceCurve([0.25, 1.0], [[4.0], [1.0]])
     controller = control.SparsityController(TOLERANCE_2, 100,
                                             reference=curve)
     # Before the curve starts nothing is compared and nothing moves.
@@ -212,7 +213,7 @@ def test_controller_compares_with_the_reference_at_the_same_point():
 
 
 def test_reference_curve_interpolates_in_log_loss_and_holds_at_the_ends():
-    curve = control.ReferenceCurve([0.25, 0.5, 1.0],
+    curve = reference.ReferenceCurve([0.25, 0.5, 1.0],
                                    [[4.0, 1.0], [1.0, 1.0], [0.5, 2.0]])
     np.testing.assert_allclose(curve.at(0.1), [4.0, 1.0])
     np.testing.assert_allclose(curve.at(0.375), [2.0, 1.0], rtol=1e-6)
@@ -227,28 +228,28 @@ def test_reference_curve_interpolates_in_log_loss_and_holds_at_the_ends():
 def test_a_references_finished_quality_averages_its_last_quarter():
     losses = np.array([[8.0], [4.0], [2.0], [1.2], [1.0], [1.3], [1.1],
                        [0.9]])
-    np.testing.assert_allclose(control.final_losses(losses), [1.0])
-    curve = control.ReferenceCurve(np.arange(1, 9) / 8, losses)
+    np.testing.assert_allclose(reference.final_losses(losses), [1.0])
+    curve = reference.ReferenceCurve(np.arange(1, 9) / 8, losses)
     np.testing.assert_allclose(curve.final, [1.0])
-    np.testing.assert_allclose(control.final_losses([[3.0, 2.0]]),
+    np.testing.assert_allclose(reference.final_losses([[3.0, 2.0]]),
                                [3.0, 2.0])
 
 
 def test_reference_curve_refuses_unusable_points():
     with pytest.raises(ValueError, match="increase"):
-        control.ReferenceCurve([0.5, 0.5], [[1.0], [1.0]])
+        reference.ReferenceCurve([0.5, 0.5], [[1.0], [1.0]])
     with pytest.raises(ValueError, match="positive"):
-        control.ReferenceCurve([1.0], [[0.0]])
+        reference.ReferenceCurve([1.0], [[0.0]])
 
 
 def test_quality_gap_is_the_worst_tasks_relative_excess():
-    assert control.quality_gap([1.1, 1.0], [1.0, 1.0]) == pytest.approx(0.1)
-    assert control.quality_gap([0.9, 0.8], [1.0, 1.0]) == pytest.approx(-0.1)
+    assert reference.quality_gap([1.1, 1.0], [1.0, 1.0]) == pytest.approx(0.1)
+    assert reference.quality_gap([0.9, 0.8], [1.0, 1.0]) == pytest.approx(-0.1)
 
 
 def test_the_setpoint_stops_rising_at_the_settle_fraction():
     def setpoint_after(settle, steps):
-        curve = control.ReferenceCurve([0.1, 1.0], [[1.0], [1.0]])
+        curve = reference.ReferenceCurve([0.1, 1.0], [[1.0], [1.0]])
         controller = control.SparsityController(
             dataclasses.replace(TOLERANCE_2, settle_fraction=settle), 100,
             reference=curve)

@@ -69,7 +69,7 @@ class MetaSparsityTrainer(meta_step.MetaStep, MultiTaskTrainer):
         masks: optional `sparsity.proximal.KernelMasks` (a fixed pattern).
         controller: optional `sparsity.control.SparsityController` (built
             from the options in `budget` and `tolerance` modes).
-        reference: the dense reference's `control.ReferenceCurve` in
+        reference: the dense reference's `reference.ReferenceCurve` in
             `tolerance` mode; without it `fit` on a plain dataset trains the
             dense reference first.
         seed: seed of the regrowth draws and episodes.

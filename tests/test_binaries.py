@@ -420,7 +420,8 @@ def test_inference_agrees_with_training_mode_after_a_sparse_meta_run(
         tfds_dir, tmp_path):
     # Batch-norm statistics must belong to the meta weights that are shipped:
     # at high sparsity, inference (moving statistics) and training mode
-    # (batch statistics) give the same loss on training batches within 10 %.
+    # (each batch's statistics) give the same loss on training batches within
+    # 20 %; the initial statistics (never updated) miss by over 50 % here.
     import keras
     from ms_keras import build
     from ms_keras import data as data_lib
@@ -436,12 +437,18 @@ def test_inference_agrees_with_training_mode_after_a_sparse_meta_run(
     batches = data_lib.load(config.data, tasks_lib.task_specs(config),
                             "train", 8, training=False)
     trainer = build.build_trainer(config)
-    losses = {}
-    for training in (False, True):
-        total = []
-        for images, targets in batches:
-            outputs = network(images, training=training)
-            total.append(float(keras.ops.sum(trainer.task_losses(
-                targets, outputs)[0])))
-        losses[training] = np.mean(total)
-    assert abs(losses[False] - losses[True]) <= 0.1 * losses[True], losses
+
+    def loss(training):
+        return np.mean([
+            float(keras.ops.sum(trainer.task_losses(
+                targets, network(images, training=training))[0]))
+            for images, targets in batches])
+
+    batch_statistics, shipped = loss(True), loss(False)
+    assert abs(shipped - batch_statistics) <= 0.2 * batch_statistics, (
+        shipped, batch_statistics)
+    for variable in network.non_trainable_variables:
+        initial = (np.ones if variable.path.endswith("variance")
+                   else np.zeros)(variable.shape)
+        variable.assign(initial)
+    assert abs(loss(False) - batch_statistics) > 0.5 * batch_statistics

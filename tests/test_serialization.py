@@ -35,6 +35,8 @@ def _examples():
                                       MAPS[:, :1, :1]),
         "ms_keras>ExactBatchNormalization": (
             layers.ExactBatchNormalization(momentum=0.8, epsilon=1e-3), MAPS),
+        "ms_keras>ExactMaxPooling2D": (
+            layers.ExactMaxPooling2D(3, strides=2, padding="same"), MAPS),
         "ms_keras>UncertaintyWeighting": (
             losses.UncertaintyWeighting(3), np.float32([1.0, 2.0, 0.5])),
         "ms_keras>EqualWeighting": (losses.EqualWeighting(3),

@@ -8,6 +8,7 @@ from ms_keras import config as config_lib
 from ms_keras import run_dir
 from ms_keras.sparsity import callbacks as sparsity_callbacks
 from ms_keras.sparsity import structure as sparsity_structure
+from ms_keras.trainers import checkpoint
 
 
 def monitored(training):
@@ -17,24 +18,24 @@ def monitored(training):
 
 
 def selection(config):
-    """`(monitor, mode, eligible, fallback)` of the best checkpoint.
+    """The `checkpoint.EpochRanking` arguments of the best checkpoint.
 
     A tolerance-mode run keeps its sparsest epoch that meets the tolerance
-    (or, if none does, the one closest to it); a budget run the best
-    `--monitor` value among epochs on the budget; a pruning run the best
-    among epochs with its budget in force.
+    (or, if none does, the one closest to it; within one point of sparsity
+    the one closest to the reference); a budget run the best `--monitor`
+    value among epochs on the budget; a pruning run the best among epochs
+    with its budget in force.
     """
     monitor, mode = monitored(config.training)
     control = config.sparsity_control
     if control == config_lib.TOLERANCE:
-        return ("sparsity_parameter", "max", "constraint_holds",
-                ("val_quality_gap", "min"))
+        return dict(checkpoint.TOLERANCE_SELECTION)
     if control == config_lib.BUDGET:
-        return monitor, mode, "constraint_holds", None
+        return dict(monitor=monitor, mode=mode, eligible="constraint_holds")
     if config.pruning:
-        return monitor, mode, "pruning_target_reached", None
-    return monitor, mode, None, None
-
+        return dict(monitor=monitor, mode=mode,
+                    eligible="pruning_target_reached")
+    return dict(monitor=monitor, mode=mode)
 
 
 def sparsity_constraint(config, trainer):

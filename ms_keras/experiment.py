@@ -66,7 +66,7 @@ def _callbacks(config, trainer, initial_epoch=0):
         callbacks.append(control_run.sparsity_constraint(config, trainer))
     callbacks.append(AtomicBestCheckpoint(
         run_dir.path(model_dir, run_dir.BEST_WEIGHTS),
-        *control_run.selection(config)))
+        **control_run.selection(config)))
     # Last, so that they record what the callbacks above add to the logs.
     callbacks.append(keras.callbacks.TensorBoard(log_dir=model_dir,
                                                  write_graph=False))

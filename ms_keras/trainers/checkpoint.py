@@ -11,8 +11,122 @@ from ms_keras import metrics as metrics_lib
 from ms_keras import run_dir
 
 
+# A tolerance run keeps its sparsest epoch that meets the tolerance (before
+# any does, the one closest to it); epochs within one point of sparsity (a
+# budget's landing band) count as equal and the smaller gap wins.
+TOLERANCE_SELECTION = dict(
+    monitor="sparsity_parameter", mode="max", eligible="constraint_holds",
+    fallback=("val_quality_gap", "min"), tie=(1.0, "val_quality_gap", "min"))
+
+
+class EpochRanking:
+    """Which epoch a run keeps, one epoch at a time.
+
+    The best `monitor` value among eligible epochs; before any epoch is
+    eligible, the best `fallback` value (the one closest to meeting a
+    constraint), so that a run that never meets it still keeps an epoch.
+
+    Args:
+        monitor: the log to rank by.
+        mode: `min` or `max`: which direction is better.
+        eligible: optional log key; once an epoch where it is non-zero has
+            been seen, only such epochs are kept.
+        fallback: optional `(monitor, mode)` that ranks the epochs before
+            any is eligible, instead of `monitor`.
+        tie: optional `(margin, monitor, mode)`: eligible epochs whose
+            value is within `margin` of the best one seen count as equal
+            and this second monitor decides between them. A tolerance run
+            ranks by sparsity with `(1.0, "val_quality_gap", "min")`: of
+            two epochs a fraction of a point apart in sparsity it keeps the
+            one closer to the reference (a later, recovered epoch), not
+            the one whose prox left a few more weights at zero.
+    """
+
+    def __init__(self, monitor, mode, eligible=None, fallback=None,
+                 tie=None):
+        for name, value in (("mode", mode),
+                            ("fallback", (fallback or (None, mode))[1]),
+                            ("tie", (tie or (0, None, mode))[2])):
+            if value not in ("min", "max"):
+                raise ValueError(
+                    f"`{name}` must rank by 'min' or 'max'. Received: "
+                    f"{name}={value}")
+        self.monitor, self.mode = monitor, mode
+        self.eligible = eligible
+        self.fallback = fallback or (monitor, mode)
+        self.tie = tie
+        self.best = None
+        self.best_eligible = False
+        self.best_tie = None
+        self.top = None
+
+    def state(self):
+        """What a resumed run needs to go on ranking (JSON-serialisable)."""
+        return {"best": self.best, "eligible": self.best_eligible,
+                "tie_value": self.best_tie, "top": self.top}
+
+    def restore(self, state):
+        self.best = state["best"]
+        self.best_eligible = state.get("eligible", True)
+        self.best_tie = state.get("tie_value")
+        self.top = state.get("top", self.best)
+
+    def ranking(self, eligible):
+        """`(monitor, mode)` that ranks an epoch of this eligibility."""
+        if eligible or not self.eligible:
+            return self.monitor, self.mode
+        return self.fallback
+
+    def consider(self, logs, owner="EpochRanking"):
+        """Whether the epoch of `logs` becomes the kept one (and, if so,
+        records it)."""
+        eligible = not self.eligible or bool(logs.get(self.eligible, 0.0))
+        if self.best_eligible and not eligible:
+            return False
+        monitor, mode = self.ranking(eligible)
+        value = logs.get(monitor)
+        if value is None:
+            raise ValueError(
+                f"{owner} monitors '{monitor}', which the logs do not "
+                f"contain (have: {sorted(logs)}).")
+        value = float(value)
+        sign = 1.0 if mode == "max" else -1.0
+        tied = eligible and self.tie is not None
+        tie_value = None
+        if tied:
+            tie_value = logs.get(self.tie[1])
+            if tie_value is None:
+                raise ValueError(
+                    f"{owner} breaks ties by '{self.tie[1]}', which the "
+                    f"logs do not contain (have: {sorted(logs)}).")
+            tie_value = float(tie_value)
+        if self.best is None or eligible != self.best_eligible:
+            keep = True
+        elif not tied:
+            keep = sign * value > sign * self.best
+        else:
+            margin, _, tie_mode = self.tie
+            top = max(sign * self.top, sign * value)
+            tie_sign = 1.0 if tie_mode == "max" else -1.0
+            # The kept epoch falls out of the tie only when this one is
+            # better by more than the margin.
+            keep = (sign * self.best < top - margin
+                    or (sign * value >= top - margin
+                        and (self.best_tie is None  # a record without one
+                         or tie_sign * tie_value > tie_sign * self.best_tie)))
+        if tied:
+            self.top = value if self.top is None else sign * max(
+                sign * self.top, sign * value)
+        if keep:
+            self.best, self.best_eligible = value, eligible
+            self.best_tie = tie_value
+            if not tied:
+                self.top = value
+        return keep
+
+
 class AtomicBestCheckpoint(keras.callbacks.Callback):
-    """Saves the weights with the best monitored value, atomically.
+    """Saves the weights of the epoch an `EpochRanking` keeps, atomically.
 
     Like `keras.callbacks.ModelCheckpoint(save_best_only=True,
     save_weights_only=True)`, but the file is written to a temporary path and
@@ -27,85 +141,40 @@ class AtomicBestCheckpoint(keras.callbacks.Callback):
 
     Args:
         filepath: destination, ending in `.weights.h5`.
-        monitor: the log to follow (`val_loss` by default).
-        mode: `min` or `max`: which direction is better.
-        eligible: optional log key; once an epoch where it is non-zero has
-            been seen, only such epochs are kept (a pruning run's epochs
-            with its budget in force, a controlled run's epochs that meet
-            its constraint). Until then the best epoch is kept anyway, so a
-            run that never meets it still ends with a checkpoint, recorded
-            with `"eligible": false`.
-        fallback: optional `(monitor, mode)` that ranks the epochs before
-            any is eligible (the one closest to meeting a constraint),
-            instead of `monitor`.
+        monitor, mode, eligible, fallback, tie: as `EpochRanking` (a
+            pruning run's eligible epochs have its budget in force, a
+            controlled run's meet its constraint).
     """
 
     def __init__(self, filepath, monitor="val_loss", mode="min",
-                 eligible=None, fallback=None):
+                 eligible=None, fallback=None, tie=None):
         super().__init__()
         if not filepath.endswith(".weights.h5"):
             raise ValueError(
                 "`filepath` must end in `.weights.h5`. "
                 f"Received: filepath={filepath}")
-        if mode not in ("min", "max"):
-            raise ValueError(
-                f"`mode` must be 'min' or 'max'. Received: mode={mode}")
-        if fallback is not None and fallback[1] not in ("min", "max"):
-            raise ValueError(
-                "`fallback` must be (monitor, 'min' or 'max'). Received: "
-                f"fallback={fallback}")
+        self.ranking = EpochRanking(monitor, mode, eligible, fallback, tie)
         self.filepath = filepath
-        self.monitor = monitor
-        self.mode = mode
-        self.eligible = eligible
-        self.fallback = fallback or (monitor, mode)
-        # Before any epoch, nothing eligible is kept: rank by the fallback.
-        self.best = self._worst(eligible=False)
-        self.best_eligible = False
         self._record = os.path.splitext(filepath)[0] + ".json"
 
-    def _ranking(self, eligible):
-        if eligible or not self.eligible:
-            return self.monitor, self.mode
-        return self.fallback
-
-    def _worst(self, eligible=True):
-        return np.inf if self._ranking(eligible)[1] == "min" else -np.inf
-
-    def _better(self, value, eligible=True):
-        if self._ranking(eligible)[1] == "min":
-            return value < self.best
-        return value > self.best
+    @property
+    def best(self):
+        return self.ranking.best
 
     def on_train_begin(self, logs=None):
         # A resumed run must not replace its best checkpoint with a worse one.
         if os.path.exists(self._record) and os.path.exists(self.filepath):
-            record = run_dir.read_json(self._record)
-            self.best = record["best"]
-            self.best_eligible = record.get("eligible", True)
+            self.ranking.restore(run_dir.read_json(self._record))
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        eligible = not self.eligible or bool(logs.get(self.eligible, 0.0))
-        monitor, mode = self._ranking(eligible)
-        value = logs.get(monitor)
-        if value is None:
-            raise ValueError(
-                f"AtomicBestCheckpoint monitors '{monitor}', which the "
-                f"logs do not contain (have: {sorted(logs)}).")
-        if self.best_eligible and not eligible:
+        ranking = self.ranking
+        if not ranking.consider(logs or {}, "AtomicBestCheckpoint"):
             return
-        if eligible and not self.best_eligible:
-            self.best = self._worst()
-        if self._better(value, eligible):
-            self.best = float(value)
-            self.best_eligible = eligible
-            run_dir.atomic_write(self.filepath, self.model.save_weights)
-            run_dir.write_json(self._record, {"best": self.best,
-                                              "monitor": monitor,
-                                              "mode": mode,
-                                              "eligible": eligible,
-                                              "epoch": epoch + 1})
+        monitor, mode = ranking.ranking(ranking.best_eligible)
+        run_dir.atomic_write(self.filepath, self.model.save_weights)
+        run_dir.write_json(self._record, {**ranking.state(),
+                                          "monitor": monitor, "mode": mode,
+                                          "epoch": epoch + 1})
 
 
 class DeltaMLogger(keras.callbacks.Callback):

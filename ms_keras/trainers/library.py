@@ -23,6 +23,7 @@ from ms_keras.sparsity import control as control_lib
 from ms_keras.sparsity import reference as reference_lib
 from ms_keras.sparsity import proximal
 from ms_keras.sparsity.lam import SparsityStrength
+from ms_keras.trainers import checkpoint as checkpoint_lib
 
 
 def build_sparsity(backbone, sparsity, meta, reference=None, num_tasks=1):
@@ -204,32 +205,19 @@ class KeepBestEligible(keras.callbacks.Callback):
     them when training ends, like `EarlyStopping(restore_best_weights=True)`.
 
     Args:
-        monitor, mode, eligible, fallback: as `AtomicBestCheckpoint`.
+        monitor, mode, eligible, fallback, tie: as
+            `checkpoint.EpochRanking`.
     """
 
-    def __init__(self, monitor, mode, eligible, fallback=None):
+    def __init__(self, monitor, mode, eligible, fallback=None, tie=None):
         super().__init__()
-        self.monitor, self.mode = monitor, mode
-        self.eligible = eligible
-        self.fallback = fallback or (monitor, mode)
-        self.best = None
-        self.best_eligible = False
+        self.ranking = checkpoint_lib.EpochRanking(monitor, mode, eligible,
+                                                   fallback, tie)
         self.best_epoch = None
         self._weights = None
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        eligible = bool(logs.get(self.eligible, 0.0))
-        if self.best_eligible and not eligible:
-            return
-        monitor, mode = (self.monitor, self.mode) if eligible else (
-            self.fallback)
-        value = float(logs[monitor])
-        better = (self.best is None or eligible != self.best_eligible
-                  or (value < self.best if mode == "min"
-                      else value > self.best))
-        if better:
-            self.best, self.best_eligible = value, eligible
+        if self.ranking.consider(logs or {}, "KeepBestEligible"):
             self.best_epoch = epoch + 1
             self._weights = [np.copy(v) for v in self.model.get_weights()]
 
@@ -251,8 +239,7 @@ def selection_callbacks(trainer):
         reference=controller.reference.final if tolerance else None,
         task_names=trainer.task_names)
     if tolerance:
-        keep = KeepBestEligible("sparsity_parameter", "max",
-                                "constraint_holds", ("val_quality_gap", "min"))
+        keep = KeepBestEligible(**checkpoint_lib.TOLERANCE_SELECTION)
     else:
         keep = KeepBestEligible("val_task_losses", "min", "constraint_holds")
     return [constraint, keep]

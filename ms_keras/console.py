@@ -14,7 +14,7 @@ import time
 
 import keras
 
-from ms_keras import metrics as metrics_lib
+from ms_keras import task_kinds
 from ms_keras import tasks as tasks_lib
 
 LINE_WIDTH = 160
@@ -50,7 +50,7 @@ def epoch_line(epoch, epochs, seconds, logs, task_specs, label=""):
     many = len(task_specs) > 4
     tasks = []
     for task in task_specs:
-        metric, _ = metrics_lib.primary_metric(task)
+        metric, _ = task_kinds.primary_metric(task)
         value = logs.get(f"val_{task.name}_{metric}")
         if value is None:
             continue
@@ -134,7 +134,7 @@ def summary(metrics, config):
         header += ["dense reference", "change (+ better)"]
     rows = [header]
     for task in tasks_lib.task_specs(config):
-        metric, higher = metrics_lib.primary_metric(task)
+        metric, higher = task_kinds.primary_metric(task)
         value = metrics["test"][task.name][metric]
         row = [task.name,
                f"{_SHORT.get(metric, metric)} ({'up' if higher else 'down'})",

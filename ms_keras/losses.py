@@ -108,15 +108,6 @@ def attribute_loss(labels, logits):
                                                      from_logits=True))
 
 
-LOSSES = {
-    tasks_lib.SEGMENTATION: segmentation_loss,
-    tasks_lib.DEPTH: depth_loss,
-    tasks_lib.NORMALS: normals_loss,
-    tasks_lib.EDGES: edges_loss,
-    tasks_lib.ATTRIBUTE: attribute_loss,
-}
-
-
 def _custom_loss(task):
     loss = task.loss
     if isinstance(loss, str):
@@ -128,25 +119,18 @@ def _custom_loss(task):
     return loss
 
 
-def task_loss(task, y_true, y_pred, weight=None):
-    """The loss of `task` (a TaskSpec) on one batch.
+def custom_task_loss(task, y_true, y_pred, weight=None):
+    """The loss of a task with its own `loss` on one batch
+    (`task_kinds.task_loss` answers every task).
 
     Args:
-        task: the task (its kind's loss, or a custom task's own).
+        task: a TaskSpec whose `loss` is set.
         y_true: targets.
         y_pred: the head's output.
         weight: optional `(batch,)`, 1 for labelled examples and 0 for
-            missing ones (custom tasks; a built-in kind marks a missing
-            label with its invalid value, e.g. 255 or depth 0); the loss is
-            the mean over the labelled examples, 0 if there are none.
+            missing ones; the loss is the mean over the labelled examples,
+            0 if there are none.
     """
-    if task.loss is None:
-        if weight is not None:
-            raise ValueError(
-                f"Task '{task.name}' ({task.kind}): per-example label "
-                "weights apply to custom tasks; mark a missing label with "
-                "the kind's invalid value (README, your own model).")
-        return LOSSES[task.kind](y_true, y_pred)
     loss = _custom_loss(task)
     if isinstance(loss, keras.losses.Loss):
         if weight is None:
@@ -188,8 +172,8 @@ class UncertaintyWeighting(keras.layers.Layer):
     one learnable `log(s_i^2)` per task, stored as the weight `log_variances`.
     `m_i` masks the tasks that take part (all by default), so the same layer
     serves every episode of a task set. For a task loss `l > 0` the term is
-    bounded below by `(1 + log l) / 2` (at `s^2 = l`); every loss of
-    `LOSSES` is >= 0, so no weight can lower the total without limit.
+    bounded below by `(1 + log l) / 2` (at `s^2 = l`); every built-in
+    loss is >= 0, so no weight can lower the total without limit.
 
     Args:
         num_tasks: number of tasks.

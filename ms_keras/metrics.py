@@ -233,55 +233,14 @@ class BalancedAccuracy(keras.metrics.Metric):
         return {"threshold": self.threshold, "name": self.name}
 
 
-# The paper's metric of each kind of task (Table 2) and whether higher is
-# better: model selection by delta_m and the report's "best" marks use it.
-PRIMARY_METRICS = {
-    tasks_lib.SEGMENTATION: ("miou", True),
-    tasks_lib.DEPTH: ("mae", False),
-    tasks_lib.NORMALS: ("cosine_similarity", True),
-    tasks_lib.EDGES: ("mae", False),
-    tasks_lib.ATTRIBUTE: ("accuracy", True),
-}
-
-
-def delta_m(results, reference, task_specs):
-    """Mean relative change (%) of the tasks' primary metrics against a
-    reference (Maninis et al. 2019): positive when better.
-
-    Args:
-        results: `{task: {metric: value}}` of the model.
-        reference: the same of the reference model.
-        task_specs: the tasks to compare (both must have them).
-
-    Raises:
-        ValueError: when the reference lacks a task's metric.
-    """
-    changes = []
-    for task in task_specs:
-        metric, higher_is_better = primary_metric(task)
-        try:
-            base = float(reference[task.name][metric])
-        except KeyError:
-            raise ValueError(
-                f"The reference has no {task.name} {metric}.") from None
-        sign = 1.0 if higher_is_better else -1.0
-        changes.append(sign * (results[task.name][metric] - base)
-                       / abs(base))
-    return 100.0 * sum(changes) / len(changes)
-
-
 _HIGHER_IS_BETTER = ("acc", "auc", "iou", "precision", "recall", "cos",
                      "f1", "r2")
 
 
-def primary_metric(task):
-    """`(metric name, higher is better)` of `task`: its own `primary`, its
-    kind's (Table 2), or a custom task's first metric (higher is better for
-    accuracy-like names), else its loss (lower is better)."""
-    if task.primary is not None:
-        return tuple(task.primary)
-    if task.kind in PRIMARY_METRICS:
-        return PRIMARY_METRICS[task.kind]
+def custom_primary_metric(task):
+    """`(metric name, higher is better)` of a user's task without its own
+    `primary`: its first metric (higher is better for accuracy-like names),
+    else its loss (lower is better)."""
     names = [_metric_name(m) for m in task.metrics]
     if not names:
         return "loss", False
@@ -318,27 +277,9 @@ def _custom_metric(task, metric):
         f"keras.metrics.Metric or a function. Received: {metric!r}")
 
 
-def build_task_metrics(task):
-    """Returns the metrics of `task`, each named `<task>_<metric>`."""
-    if task.kind == tasks_lib.CUSTOM:
-        return [_custom_metric(task, metric) for metric in task.metrics]
-    prefix = f"{task.name}_"
-    if task.kind == tasks_lib.SEGMENTATION:
-        return [SegmentationMeanIoU(task.output_channels, name=prefix + "miou"),
-                PixelAccuracy(name=prefix + "pixel_accuracy")]
-    if task.kind == tasks_lib.DEPTH:
-        return [DepthMeanAbsoluteError(name=prefix + "mae"),
-                DepthAbsoluteRelativeError(name=prefix + "abs_rel")]
-    if task.kind == tasks_lib.NORMALS:
-        return [NormalCosineSimilarity(name=prefix + "cosine_similarity"),
-                NormalAngleMean(name=prefix + "angle_mean"),
-                NormalAngleHistogram(prefix=prefix,
-                                     name=prefix + "angle_histogram")]
-    if task.kind == tasks_lib.EDGES:
-        return [keras.metrics.MeanAbsoluteError(name=prefix + "mae")]
-    return [keras.metrics.BinaryAccuracy(name=prefix + "accuracy",
-                                         threshold=0.0),
-            BalancedAccuracy(name=prefix + "balanced_accuracy")]
+def custom_task_metrics(task):
+    """Fresh metrics of a user's task, each named `<task>_<metric>`."""
+    return [_custom_metric(task, metric) for metric in task.metrics]
 
 
 def group_results(logs, task_names, prefix=""):

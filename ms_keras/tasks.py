@@ -6,8 +6,8 @@ have names; model outputs, losses and metrics are dicts keyed by task name.
 
 import dataclasses
 
-# Kinds of task. The kind decides the head, the loss, the metrics and the
-# invalid-value convention of the targets.
+# Kinds of task. What each needs (targets, augmentation, loss, metrics,
+# primary metric, head) is registered in `task_kinds.KINDS`.
 SEGMENTATION = "segmentation"
 DEPTH = "depth"
 NORMALS = "normals"
@@ -16,8 +16,6 @@ ATTRIBUTE = "attribute"
 
 CUSTOM = "custom"  # a user's task: its own loss, metrics and head
 BUILT_IN_KINDS = (SEGMENTATION, DEPTH, NORMALS, EDGES, ATTRIBUTE)
-
-DENSE_KINDS = (SEGMENTATION, DEPTH, NORMALS, EDGES)
 
 # Target conventions (DESIGN.md "Conventions").
 IGNORE_LABEL = 255  # segmentation pixels that carry no label
@@ -72,25 +70,18 @@ class TaskSpec:
     metrics: tuple = dataclasses.field(default=(), compare=False)
     primary: tuple = dataclasses.field(default=None, compare=False)
 
-    @property
-    def is_dense(self):
-        """True for pixel-level tasks (ASPP head), False for attributes."""
-        return self.kind in DENSE_KINDS
-
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
     """A dataset and its tasks.
 
     Attributes:
-        name: the `--dataset` value.
-        family: `nyu` or `celeba`; datasets of one family share task layout.
+        name: the `--dataset` value (its files: `data/sources.py`).
         synthetic: True for the built-in procedural datasets.
         tasks: the dataset's tasks, ordered by number.
     """
 
     name: str
-    family: str
     synthetic: bool
     tasks: tuple
 
@@ -212,14 +203,15 @@ def _celeba_tasks(num_classes):
     return (TaskSpec(1, "segmentation", SEGMENTATION, num_classes),) + attributes
 
 
-_FAMILIES = {
-    "synthetic_nyu": ("nyu", True, SYNTHETIC_NYU_CLASSES),
-    "nyu": ("nyu", False, NYU_CLASSES),
-    "synthetic_celeba": ("celeba", True, CELEBA_CLASSES),
-    "celeba": ("celeba", False, CELEBA_CLASSES),
+# Each dataset's tasks: `(tasks of a class count, synthetic, default classes)`.
+_DATASETS = {
+    "synthetic_nyu": (_nyu_tasks, True, SYNTHETIC_NYU_CLASSES),
+    "nyu": (_nyu_tasks, False, NYU_CLASSES),
+    "synthetic_celeba": (_celeba_tasks, True, CELEBA_CLASSES),
+    "celeba": (_celeba_tasks, False, CELEBA_CLASSES),
 }
 
-DATASET_NAMES = tuple(_FAMILIES)
+DATASET_NAMES = tuple(_DATASETS)
 
 
 def get_dataset(name, segmentation_classes=None):
@@ -234,11 +226,11 @@ def get_dataset(name, segmentation_classes=None):
     Raises:
         ValueError: for an unknown dataset or a non-positive class count.
     """
-    if name not in _FAMILIES:
+    if name not in _DATASETS:
         raise ValueError(
             f"Unknown dataset '{name}'. Allowed: {', '.join(DATASET_NAMES)}"
         )
-    family, synthetic, classes = _FAMILIES[name]
+    make_tasks, synthetic, classes = _DATASETS[name]
     if segmentation_classes is not None:
         if segmentation_classes < 2:
             raise ValueError(
@@ -246,8 +238,7 @@ def get_dataset(name, segmentation_classes=None):
                 f"Received: segmentation_classes={segmentation_classes}"
             )
         classes = segmentation_classes
-    builder = _nyu_tasks if family == "nyu" else _celeba_tasks
-    return DatasetSpec(name, family, synthetic, builder(classes))
+    return DatasetSpec(name, synthetic, make_tasks(classes))
 
 
 def parse_tasks(dataset, tasks):

@@ -19,7 +19,8 @@ LAYERS = (
                     "serving", "console", "exporting")),
     ("trainers", ("trainers",)),
     ("meta/sparsity", ("meta", "sparsity")),
-    ("models/objectives/data", ("models", "losses", "metrics", "data")),
+    ("models/objectives/data", ("models", "losses", "metrics", "data",
+                                 "task_kinds")),
     ("tasks", ("tasks", "run_dir", "runtime", "quiet_tf", "keras_compat")),
     ("config", ("config",)),
 )

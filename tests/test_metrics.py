@@ -2,6 +2,7 @@ import numpy as np
 from absl.testing import absltest
 
 from ms_keras import metrics
+from ms_keras import task_kinds
 from ms_keras import tasks
 
 
@@ -82,7 +83,7 @@ class MetricsAgainstNumpyTest(absltest.TestCase):
         spec = tasks.get_dataset("nyu").task("edges")
         edges = (self.rng.random((4, 5, 5, 1)) < 0.2).astype(np.float32)
         pred = self.rng.normal(0.2, 0.3, size=edges.shape)
-        (mae,) = metrics.build_task_metrics(spec)
+        (mae,) = task_kinds.task_metrics(spec)
         self.assertEqual(mae.name, "edges_mae")
         self.assertAlmostEqual(
             float(_accumulate(mae, self._split(edges, pred))),
@@ -90,7 +91,7 @@ class MetricsAgainstNumpyTest(absltest.TestCase):
         attr = tasks.get_dataset("celeba").task("smiling")
         labels = (self.rng.random((4, 1)) < 0.5).astype(np.float32)
         logits = self.rng.normal(size=(4, 1))
-        accuracy, _ = metrics.build_task_metrics(attr)
+        accuracy, _ = task_kinds.task_metrics(attr)
         self.assertAlmostEqual(
             float(_accumulate(accuracy, self._split(labels, logits))),
             np.mean((logits > 0) == (labels > 0.5)), places=6)
@@ -99,7 +100,7 @@ class MetricsAgainstNumpyTest(absltest.TestCase):
         attr = tasks.get_dataset("celeba").task("smiling")
         labels = (self.rng.random((40, 1)) < 0.2).astype(np.float32)
         logits = self.rng.normal(size=(40, 1)) + 2.0 * (labels - 0.5)
-        _, balanced = metrics.build_task_metrics(attr)
+        _, balanced = task_kinds.task_metrics(attr)
         self.assertEqual(balanced.name, "smiling_balanced_accuracy")
         positive, predicted = labels[:, 0] > 0.5, logits[:, 0] > 0
         expected = 0.5 * (np.mean(predicted[positive])
@@ -122,3 +123,25 @@ class MetricsAgainstNumpyTest(absltest.TestCase):
 
 if __name__ == "__main__":
     absltest.main()
+
+
+def test_every_kind_logs_its_primary_metric_and_its_loss_is_finite():
+    """A kind's primary metric (model selection, delta_m, the summaries)
+    must be one its metrics log, and its loss must accept its targets."""
+    rng = np.random.default_rng(0)
+    targets = {
+        tasks.SEGMENTATION: (rng.integers(0, 3, (2, 4, 4)), (2, 4, 4, 3)),
+        tasks.DEPTH: (rng.uniform(1, 3, (2, 4, 4, 1)), (2, 4, 4, 1)),
+        tasks.NORMALS: (np.tile([0.0, 0.0, 1.0], (2, 4, 4, 1)), (2, 4, 4, 3)),
+        tasks.EDGES: (rng.integers(0, 2, (2, 4, 4, 1)), (2, 4, 4, 1)),
+        tasks.ATTRIBUTE: (rng.integers(0, 2, (2, 1)), (2, 1)),
+    }
+    assert set(task_kinds.KINDS) == set(targets)
+    for name, kind in task_kinds.KINDS.items():
+        task = tasks.TaskSpec(1, "t", name, targets[name][1][-1])
+        logged = {m.name for m in task_kinds.task_metrics(task)}
+        metric, _ = task_kinds.primary_metric(task)
+        assert f"t_{metric}" in logged, (name, metric, logged)
+        y_true = targets[name][0].astype(np.float32)
+        y_pred = rng.normal(size=targets[name][1]).astype(np.float32)
+        assert np.isfinite(float(task_kinds.task_loss(task, y_true, y_pred)))

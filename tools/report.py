@@ -36,8 +36,8 @@ from ms_keras import quiet_tf  # noqa: E402,F401  (must precede TensorFlow)
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
-from ms_keras import metrics as metrics_lib  # noqa: E402
 from ms_keras import run_dir  # noqa: E402
+from ms_keras import task_kinds  # noqa: E402
 from ms_keras import tasks as tasks_lib  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -88,7 +88,7 @@ def task_columns(configs):
         spec = tasks_lib.get_dataset(config["data"]["dataset"],
                                      config["data"]["segmentation_classes"])
         for task in tasks_lib.parse_tasks(spec, config["tasks"]):
-            metric, higher = metrics_lib.primary_metric(task)
+            metric, higher = task_kinds.primary_metric(task)
             arrow = "up" if higher else "down"
             columns[task.number, task.name] = (
                 f"T{task.number} {task.name} {metric} ({arrow})", task.name,

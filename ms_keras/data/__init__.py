@@ -13,10 +13,9 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from ms_keras import tasks as tasks_lib
-from ms_keras.data import celeba
-from ms_keras.data import nyu
 from ms_keras.data import pipeline
 from ms_keras.data import real_builders
+from ms_keras.data import sources
 from ms_keras.data import synthetic_builders
 
 # Decoded splits smaller than this are kept in memory after the first pass.
@@ -25,8 +24,6 @@ CACHE_BYTES = 2 * 2 ** 30
 _DECODED_BYTES_PER_PIXEL = 4 * (3 + 3 + 1 + 1 + 1)
 
 TFDS_DIR_ENV = "TFDS_DATA_DIR"  # TFDS' own variable for its data directory
-_REAL_BUILDERS = {"nyu": real_builders.NyuDepthV2Files,
-                  "celeba": real_builders.CelebaMaskHqFiles}
 
 
 def tfds_root(tfds_dir=None):
@@ -51,7 +48,7 @@ def files_dir(config):
 
 def manual_instructions(dataset):
     """What to download and where to put it (the builder's instructions)."""
-    return " ".join(_REAL_BUILDERS[dataset].MANUAL_DOWNLOAD_INSTRUCTIONS
+    return " ".join(sources.get(dataset).builder.MANUAL_DOWNLOAD_INSTRUCTIONS
                     .split())
 
 
@@ -70,17 +67,8 @@ def check_data_dir(config):
         raise ValueError(
             f"--data_dir={files}: no such directory. "
             f"{manual_instructions(config.dataset)}")
-    if config.dataset == "nyu":
-        layout = nyu.detect_layout(files)
-        classes = tasks_lib.dataset_spec(config).tasks[0].output_channels
-        if classes != nyu.default_classes(layout) and (
-                layout == nyu.MTAN or classes not in (13, 40)):
-            raise ValueError(
-                f"--segmentation_classes={classes}: the {layout} layout in "
-                f"{files} has {nyu.default_classes(layout)} classes.")
-        nyu.list_examples(files, layout)
-    else:
-        celeba.list_examples(files)
+    classes = tasks_lib.dataset_spec(config).tasks[0].output_channels
+    sources.get(config.dataset).check_files(files, classes)
 
 
 def segmentation_classes(dataset, data_dir, requested):
@@ -90,24 +78,21 @@ def segmentation_classes(dataset, data_dir, requested):
     directory that cannot be inspected yet leaves the dataset's default (its
     problems are reported by `check_data_dir`).
     """
-    if requested is not None or dataset != "nyu" or not data_dir:
+    if requested is not None or not data_dir:
         return requested
-    try:
-        return nyu.default_classes(nyu.detect_layout(data_dir))
-    except ValueError:
-        return None
+    return sources.get(dataset).classes_in(data_dir)
 
 
 def _real_builder(config):
     files = files_dir(config)
-    layout = (nyu.detect_layout(files) if config.dataset == "nyu"
-              else "official")
+    source = sources.get(config.dataset)
     height, width = config.image_size
     # The user's files stay read-only: prepared TFRecords go where TFDS
     # keeps its data, keyed by the source directory and the settings.
     return _prepared(
-        lambda: _REAL_BUILDERS[config.dataset](
-            config=real_builders.make_config(layout, height, width, files),
+        lambda: source.builder(
+            config=real_builders.make_config(source.layout(files), height,
+                                             width, files),
             data_dir=tfds_root(config.tfds_dir)),
         tfds.download.DownloadConfig(manual_dir=files))
 
@@ -160,7 +145,7 @@ def builder(config):
         builder_config = synthetic_builders.make_config(
             height, width, train, validation, test, config.synthetic_seed,
             config.synthetic_holes)
-        cls = synthetic_builders.BUILDERS[config.dataset]
+        cls = sources.get(config.dataset).builder
         _GENERATED[config] = _prepared(lambda: cls(
             config=builder_config, data_dir=tfds_root(config.tfds_dir)))
     return _GENERATED[config]

@@ -50,3 +50,27 @@ def merge_lookup():
         elif name in _MERGED_SKIN:
             table[class_id] = 2
     return table
+
+
+def mirror_lookup():
+    """Class table (256 entries) that swaps left/right parts under a
+    horizontal flip."""
+    table = np.arange(256, dtype=np.int32)
+    names = list(CELEBA_PART_NAMES)
+    for left, right in (("l_eye", "r_eye"), ("l_brow", "r_brow"),
+                        ("l_ear", "r_ear")):
+        i, j = names.index(left), names.index(right)
+        table[i], table[j] = j, i
+    return table
+
+
+def label_table(classes):
+    """Stored part classes -> the task's: the background/hair/skin merge
+    for 3 classes, else None (the 19 parts as stored)."""
+    return merge_lookup() if classes == 3 else None
+
+
+def mirror_table(classes):
+    """The class swap under a horizontal flip: left/right parts for the 19
+    part classes; None for the merged 3 (no side)."""
+    return None if classes == 3 else mirror_lookup()

@@ -81,6 +81,33 @@ def default_classes(layout):
     return MTAN_CLASSES if layout == MTAN else NYUD_MT_CLASSES
 
 
+def classes_in(data_dir):
+    """The class count of the labelling in `data_dir` (13 for the MTAN
+    layout, 40 for NYUD_MT), or None where the directory cannot be
+    inspected yet (`check_files` reports why)."""
+    try:
+        return default_classes(detect_layout(data_dir))
+    except ValueError:
+        return None
+
+
+def check_files(data_dir, classes):
+    """Checks the layout, its files and the class count without reading
+    an image.
+
+    Raises:
+        ValueError: naming what was found and what is missing, or a class
+            count the layout cannot give (NYUD_MT: 40 or 13; MTAN: 13).
+    """
+    layout = detect_layout(data_dir)
+    if classes != default_classes(layout) and (
+            layout == MTAN or classes not in (13, 40)):
+        raise ValueError(
+            f"--segmentation_classes={classes}: the {layout} layout in "
+            f"{data_dir} has {default_classes(layout)} classes.")
+    list_examples(data_dir, layout)
+
+
 def _read_ids(path):
     with open(path) as f:
         return [line.strip() for line in f if line.strip()]

@@ -7,27 +7,10 @@ with all-zero = invalid, edges `(h, w, 1)` in {0, 1}, attributes `(1,)` in
 {0, 1}. Targets are a dict keyed by task name.
 """
 
-import numpy as np
 import tensorflow as tf
 
-from ms_keras import tasks as tasks_lib
-from ms_keras.data.celeba_parts import merge_lookup
-from ms_keras.tasks import CELEBA_ATTRIBUTES
-from ms_keras.tasks import CELEBA_PART_NAMES
-
-
-def _mirror_lookup():
-    """Class table that swaps left/right CelebA parts under a horizontal flip."""
-    table = np.arange(256, dtype=np.int32)
-    names = list(CELEBA_PART_NAMES)
-    for left, right in (("l_eye", "r_eye"), ("l_brow", "r_brow"),
-                        ("l_ear", "r_ear")):
-        i, j = names.index(left), names.index(right)
-        table[i], table[j] = j, i
-    return table
-
-
-_CELEBA_MIRROR = _mirror_lookup()
+from ms_keras import task_kinds
+from ms_keras.data import sources
 
 
 def _resize_nearest(x, size):
@@ -63,22 +46,21 @@ def resize_stored_example(example, size):
 def _to_targets(example, dataset, task_specs):
     targets = {}
     for task in task_specs:
-        if task.kind == tasks_lib.SEGMENTATION:
-            labels = tf.cast(example["segmentation"], tf.int32)
-            if dataset.family == "celeba" and task.output_channels == 3:
-                labels = tf.gather(tf.constant(merge_lookup(), tf.int32),
-                                   labels)
-            targets[task.name] = labels
-        elif task.kind == tasks_lib.DEPTH:
-            targets[task.name] = tf.cast(example["depth"], tf.float32)[..., None]
-        elif task.kind == tasks_lib.NORMALS:
-            targets[task.name] = tf.cast(example["normals"], tf.float32)
-        elif task.kind == tasks_lib.EDGES:
-            targets[task.name] = tf.cast(example["edges"], tf.float32)[..., None]
-        else:
-            index = CELEBA_ATTRIBUTES.index(task.name)
-            targets[task.name] = tf.cast(example["attributes"][index:index + 1],
-                                         tf.float32)
+        kind = task_kinds.kind_of(task)
+        value = example[kind.feature]
+        if not kind.dense:
+            # One stored vector holds every task of the kind, in the
+            # dataset's task order (CelebA's attributes).
+            shared = [t.name for t in dataset.tasks if t.kind == task.kind]
+            index = shared.index(task.name)
+            value = value[index:index + 1]
+        value = tf.cast(value, kind.target_dtype)
+        if kind.channel_axis:
+            value = value[..., None]
+        table = sources.get(dataset.name).label_table(task.output_channels)
+        if kind.class_labels and table is not None:
+            value = tf.gather(tf.constant(table, tf.int32), value)
+        targets[task.name] = value
     return targets
 
 
@@ -103,20 +85,22 @@ def example_to_inputs(example, dataset, task_specs, image_size):
 def flip_horizontally(image, targets, dataset, task_specs):
     """Mirrors an example left-right, keeping every target consistent.
 
-    Normals get their x component negated; CelebA left/right parts swap
-    classes.
+    Each kind says how its values turn (`TaskKind.flip_sign`: normals get
+    their x component negated); a dataset's class labels swap by its
+    `Source.mirror_table` (CelebA's left/right parts).
     """
     image = tf.reverse(image, axis=[1])
     flipped = {}
     for task in task_specs:
+        kind = task_kinds.kind_of(task)
         value = targets[task.name]
-        if task.is_dense:
+        if kind.dense:
             value = tf.reverse(value, axis=[1])
-        if task.kind == tasks_lib.NORMALS:
-            value = value * tf.constant([-1.0, 1.0, 1.0])
-        if (task.kind == tasks_lib.SEGMENTATION and dataset.family == "celeba"
-                and task.output_channels != 3):
-            value = tf.gather(tf.constant(_CELEBA_MIRROR), value)
+        if kind.flip_sign is not None:
+            value = value * tf.constant(kind.flip_sign, value.dtype)
+        table = sources.get(dataset.name).mirror_table(task.output_channels)
+        if kind.class_labels and table is not None:
+            value = tf.gather(tf.constant(table, tf.int32), value)
         flipped[task.name] = value
     return image, flipped
 
@@ -170,12 +154,13 @@ def random_scale_crop(image, targets, task_specs, zoom_key, crop_key,
     image = crop(image, "bilinear")
     scaled = {}
     for task in task_specs:
+        kind = task_kinds.kind_of(task)
         value = targets[task.name]
-        if task.is_dense:
+        if kind.dense:
             expand = len(value.shape) == 2
             resized = crop(value[..., None] if expand else value, "nearest")
             value = resized[..., 0] if expand else resized
-            if task.kind == tasks_lib.DEPTH:
+            if kind.zoom_divides:
                 value = value / scale
         scaled[task.name] = value
     return image, scaled

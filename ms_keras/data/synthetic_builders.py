@@ -88,5 +88,3 @@ class SyntheticCeleba(_SyntheticBuilder):
     def _render(self, rng, config):
         return synthetic_celeba.render_face(rng, config.height, config.width)
 
-
-BUILDERS = {"synthetic_nyu": SyntheticNyu, "synthetic_celeba": SyntheticCeleba}

@@ -2,7 +2,6 @@
 
 import keras
 
-from ms_keras import tasks as tasks_lib
 from ms_keras.config import DEFAULT_ASPP_RATES
 from ms_keras.models.layers import BilinearResize
 from ms_keras.models.layers import ExactBatchNormalization
@@ -20,29 +19,28 @@ def _conv_bn_act(x, filters, kernel_size, name, activation, dilation_rate=1):
 
 
 def build_aspp_head(feature_shape, task, image_size, filters=256,
-                    rates=DEFAULT_ASPP_RATES, activation="relu"):
+                    rates=DEFAULT_ASPP_RATES, activation="relu",
+                    unit_output=False):
     """Builds a DeepLabv3 head for a dense task as a functional `keras.Model`.
 
     ASPP (a 1x1 branch, one dilated 3x3 branch per rate and an image-pooling
     branch that is broadcast back instead of resized), a 1x1 projection, a 3x3
     conv and a 1x1 classifier; the output is bilinearly upsampled to
-    `image_size` with `BilinearResize`. Normals are L2-normalised per pixel.
+    `image_size` with `BilinearResize`.
 
     Args:
         feature_shape: `(h, w, channels)` of the backbone features.
-        task: the dense `TaskSpec` served by this head.
+        task: the `TaskSpec` served by this head (its name and
+            `output_channels`).
         image_size: `(height, width)` of the output.
         filters: width of every ASPP branch and of the projection.
         rates: dilation rates of the 3x3 branches.
         activation: activation after each batch norm.
+        unit_output: L2-normalise the output per pixel (normals).
 
     Returns:
         A `keras.Model` named `head_<task name>`.
     """
-    if not task.is_dense:
-        raise ValueError(
-            f"ASPP heads serve dense tasks. Received: task '{task.name}' of "
-            f"kind '{task.kind}'")
     if not rates or any(int(r) <= 0 for r in rates):
         raise ValueError(
             f"`rates` must be positive integers. Received: rates={rates}")
@@ -63,7 +61,7 @@ def build_aspp_head(feature_shape, task, image_size, filters=256,
     x = _conv_bn_act(x, filters, 3, f"{name}_refine", activation)
     x = keras.layers.Conv2D(task.output_channels, 1, name=f"{name}_logits")(x)
     x = BilinearResize(image_size, name=f"{name}_upsample")(x)
-    if task.kind == tasks_lib.NORMALS:
+    if unit_output:
         x = keras.layers.UnitNormalization(axis=-1, name=f"{name}_unit")(x)
     return keras.Model(features, x, name=name)
 
@@ -83,10 +81,6 @@ def build_mlp_head(feature_shape, task, hidden_units=256, activation="relu"):
     Returns:
         A `keras.Model` named `head_<task name>` returning `(batch, 1)` logits.
     """
-    if task.is_dense:
-        raise ValueError(
-            f"MLP heads serve attribute tasks. Received: task '{task.name}' "
-            f"of kind '{task.kind}'")
     name = f"head_{task.name}"
     features = keras.Input(feature_shape, name="features")
     x = keras.layers.GlobalAveragePooling2D(name=f"{name}_pool")(features)

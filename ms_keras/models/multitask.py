@@ -3,6 +3,7 @@
 import keras
 
 from ms_keras import keras_compat
+from ms_keras import task_kinds
 from ms_keras import tasks as tasks_lib
 from ms_keras.models.backbone import BACKBONES
 from ms_keras.models.backbone import build_backbone
@@ -105,10 +106,12 @@ class MultiTaskModel(keras.Model):
 
 def build_head(task, feature_shape, image_size, filters, aspp_rates,
                activation):
-    """Builds the head that serves `task` (ASPP if dense, MLP otherwise)."""
-    if task.is_dense:
+    """Builds the head that serves `task`: its kind's (`task_kinds`)."""
+    kind = task_kinds.kind_of(task)
+    if kind.head == task_kinds.ASPP_HEAD:
         return build_aspp_head(feature_shape, task, image_size, filters,
-                               aspp_rates, activation)
+                               aspp_rates, activation,
+                               unit_output=kind.unit_output)
     return build_mlp_head(feature_shape, task, filters, activation)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from ms_keras import metrics as metrics_lib
 from ms_keras import run_dir
+from ms_keras import task_kinds
 
 
 # A tolerance run keeps its sparsest epoch that meets the tolerance (before
@@ -200,7 +201,7 @@ class DeltaMLogger(keras.callbacks.Callback):
         self.reference = reference
         self.task_specs = tuple(task_specs)
         for task in self.task_specs:
-            metric, _ = metrics_lib.primary_metric(task)
+            metric, _ = task_kinds.primary_metric(task)
             if metric not in reference.get(task.name, {}):
                 raise ValueError(
                     f"The delta_m reference has no validation {task.name} "
@@ -211,7 +212,7 @@ class DeltaMLogger(keras.callbacks.Callback):
             return
         grouped = metrics_lib.group_results(
             logs, [t.name for t in self.task_specs], prefix="val_")
-        logs["val_delta_m"] = metrics_lib.delta_m(grouped, self.reference,
+        logs["val_delta_m"] = task_kinds.delta_m(grouped, self.reference,
                                                   self.task_specs)
 
 

@@ -4,7 +4,7 @@ import keras
 import tensorflow as tf
 
 from ms_keras import losses as losses_lib
-from ms_keras import metrics as metrics_lib
+from ms_keras import task_kinds
 from ms_keras.sparsity import control as control_lib
 
 
@@ -65,7 +65,7 @@ def task_losses(task_specs, targets, predictions):
             labelled.append(tf.zeros((), dtype))
             continue
         weight = targets.get(f"{task.name}_weight")
-        losses.append(tf.cast(losses_lib.task_loss(
+        losses.append(tf.cast(task_kinds.task_loss(
             task, targets[task.name], output, weight), dtype))
         labelled.append(tf.ones((), dtype) if weight is None else
                         tf.cast(tf.reduce_sum(tf.cast(weight, dtype))
@@ -148,7 +148,7 @@ class MultiTaskTrainer(keras.Model):
         self.task_sum_tracker = keras.metrics.Mean(name="task_losses")
         self.task_loss_trackers = [
             keras.metrics.Mean(name=f"{t.name}_loss") for t in task_specs]
-        self.task_metrics = [metrics_lib.build_task_metrics(t)
+        self.task_metrics = [task_kinds.task_metrics(t)
                              for t in task_specs]
         self.threshold_tracker = keras.metrics.Mean(
             name="prox_outer_threshold")
@@ -203,7 +203,7 @@ class MultiTaskTrainer(keras.Model):
 
         A task absent from the batch's targets contributes no loss (its head
         gets no gradient); a custom task's `<name>_weight` target marks
-        missing labels per example (`losses.task_loss`).
+        missing labels per example (`task_kinds.task_loss`).
 
         Returns:
             `(losses, labelled)`: vectors ordered like `task_specs`.

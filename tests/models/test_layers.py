@@ -71,7 +71,8 @@ class SecondOrderTest(parameterized.TestCase):
         features = tf.Variable(
             np.random.default_rng(3).normal(size=(2, 4, 4, 5)))
         head = build_aspp_head((4, 4, 5), task, (16, 16), filters=3,
-                               rates=(1, 2), activation="gelu")
+                               rates=(1, 2), activation="gelu",
+                               unit_output=True)
         loss = _curved_loss(lambda x: head(x, training=True), features)
         variables = [features, *head.trainable_variables]
         hvp, fd = gradcheck.hvp_and_finite_difference(loss, variables)

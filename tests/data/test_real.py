@@ -219,6 +219,9 @@ def _first_command(home, tmp_path):
         text=True, timeout=600)
 
 
+# README command 1 on real files (slow: a dense reference and a meta run);
+# test_binary_trains_two_steps_on_each_format covers the reading by default.
+@pytest.mark.slow
 def test_first_command_trains_on_files_in_the_tfds_manual_dir(tmp_path):
     home = tmp_path / "home"
     fixtures.write_nyud_mt(home / "tensorflow_datasets" / "downloads" /

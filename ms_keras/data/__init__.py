@@ -118,37 +118,39 @@ def _prepared(make, download_config=None):
     return result
 
 
-# Prepared builders of generated datasets, by their (frozen) DataConfig: a
-# run asks for its examples several times (train, support, query,
-# validation, test, sizes), and generated examples never change under it.
-_GENERATED = {}
+# Prepared builders by their (frozen) DataConfig: a run asks for its
+# examples several times (train, support, query, validation, test, sizes);
+# the files are checked and the examples prepared once per process.
+_PREPARED = {}
 
 
 def builder(config):
     """Returns the prepared TFDS builder of `config`'s examples.
 
-    The first call prepares the examples (renders synthetic ones, or reads,
-    checks and resizes the user's files); later calls reuse them (a
-    generated dataset's builder itself, within one process; a real
-    dataset's files are checked again each time).
+    The first call of a process checks the user's files (a real dataset)
+    and prepares the examples (renders synthetic ones, or reads, checks and
+    resizes the files); later calls return the same builder.
 
     Raises:
         ValueError: for unusable user files, naming the file and the problem.
     """
+    if config in _PREPARED:
+        return _PREPARED[config]
     check_data_dir(config)
     tfds.disable_progress_bar()
-    if not tasks_lib.dataset_spec(config).synthetic:
-        return _real_builder(config)
-    if config not in _GENERATED:
+    source = sources.get(config.dataset)
+    if tasks_lib.dataset_spec(config).synthetic:
         height, width = config.image_size
         train, validation, test = config.synthetic_examples
         builder_config = synthetic_builders.make_config(
             height, width, train, validation, test, config.synthetic_seed,
             config.synthetic_holes)
-        cls = sources.get(config.dataset).builder
-        _GENERATED[config] = _prepared(lambda: cls(
+        prepared = _prepared(lambda: source.builder(
             config=builder_config, data_dir=tfds_root(config.tfds_dir)))
-    return _GENERATED[config]
+    else:
+        prepared = _real_builder(config)
+    _PREPARED[config] = prepared
+    return prepared
 
 
 def load(config, task_specs, split, batch_size, training, seed=0,

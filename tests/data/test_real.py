@@ -88,6 +88,25 @@ def test_prepared_batches_have_the_training_resolution(tmp_path):
     assert os.listdir(tmp_path / "tfds" / "nyu_depth_v2_files")
 
 
+def test_a_run_checks_and_prepares_its_files_once(tmp_path, monkeypatch):
+    files = tmp_path / "files"
+    fixtures.write_nyud_mt(files)
+    config = dataclasses.replace(nyu_config(files),
+                                 tfds_dir=str(tmp_path / "tfds"))
+    checks = []
+    check = data_lib.check_data_dir
+    monkeypatch.setattr(data_lib, "check_data_dir",
+                        lambda c: checks.append(c) or check(c))
+    specs = tasks.dataset_spec(config).tasks
+    # What one meta run asks for: sizes, train, support, query, validation.
+    assert data_lib.num_examples(config, "train") == 9
+    for split, training in (("train", True), ("train", True),
+                            ("train", True), ("validation", False),
+                            ("test", False)):
+        data_lib.load(config, specs, split, 1, training=training)
+    assert len(checks) == 1
+
+
 def _problem(root, kind):
     fixtures.write_nyud_mt(root)
     if kind == "missing_modality":

@@ -47,9 +47,22 @@ def default_floatx():
 
 @pytest.fixture(scope="session")
 def meta_run(tfds_dir, tmp_path_factory):
-    """A finished meta-sparsity run on tasks 1-2 with a sparse backbone."""
+    """A finished meta-sparsity run on tasks 1-2 with a sparse backbone.
+
+    Trained once for the whole session: under pytest-xdist the first worker
+    that needs it trains it into the session's common temporary directory
+    while the others wait on a lock, then read it (tests only read it).
+    """
+    import fcntl
+
     from tests.helpers import META_FLAGS
     from tests.helpers import run_train
-    model_dir = str(tmp_path_factory.mktemp("meta_source") / "run")
-    run_train(tfds_dir, model_dir, **META_FLAGS)
-    return model_dir
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by the workers of this session
+    model_dir = root / "meta_source" / "run"
+    with open(root / "meta_source.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (model_dir / "metrics.json").exists():
+            run_train(tfds_dir, str(model_dir), **META_FLAGS)
+    return str(model_dir)

@@ -9,6 +9,8 @@ a submodule does not start TensorFlow:
   `Task.segmentation`, `.depth`, `.normals`, `.edges`, `.attribute`.
 - `MetaSparsityTrainer(model, tasks, **options)`: meta-sparsity (Alg. 3);
   `MultiTaskTrainer(model, tasks)`: dense or fixed-lambda training.
+- `FusedAdam(learning_rate)`: Keras' Adam with TensorFlow's fused update
+  kernel (what the binaries train with).
 - `sparsity_report(model)`, `slim_model(model)`,
   `export_model(model, output_dir, formats=("saved_model", "tflite"))`.
 """
@@ -22,6 +24,7 @@ _PUBLIC = {
     "Task": "ms_keras.tasks",
     "MetaSparsityTrainer": "ms_keras.trainers.meta_sparsity",
     "MultiTaskTrainer": "ms_keras.trainers.multitask",
+    "FusedAdam": "ms_keras.trainers.optimizers",
     "sparsity_report": "ms_keras.api",
     "slim_model": "ms_keras.api",
     "export_model": "ms_keras.api",

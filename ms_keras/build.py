@@ -23,6 +23,7 @@ from ms_keras.sparsity import pruning as pruning_lib
 from ms_keras.sparsity.lam import SparsityStrength
 from ms_keras.trainers.meta_sparsity import MetaSparsityTrainer
 from ms_keras.trainers.multitask import MultiTaskTrainer
+from ms_keras.trainers import optimizers as optimizers_lib
 
 
 def build_network(config, load_weights=False):
@@ -55,7 +56,7 @@ def build_optimizer(training, steps):
     if training.optimizer == "sgd":
         return keras.optimizers.SGD(learning_rate,
                                     momentum=training.momentum, **clip)
-    return keras.optimizers.Adam(learning_rate, **clip)
+    return optimizers_lib.FusedAdam(learning_rate, **clip)
 
 
 def pruning_target(pruning):

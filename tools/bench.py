@@ -127,6 +127,7 @@ def _trainer(row, specs, dataset):
     from ms_keras.trainers.meta_sparsity import (  # noqa: PLC0415
         MetaSparsityTrainer)
     from ms_keras.trainers.multitask import MultiTaskTrainer  # noqa: PLC0415
+    from ms_keras.trainers.optimizers import FusedAdam  # noqa: PLC0415
 
     keras.config.set_dtype_policy(row["dtype_policy"])
     keras.utils.set_random_seed(0)
@@ -151,7 +152,8 @@ def _trainer(row, specs, dataset):
             inner_lr=FLAGS.inner_lr, first_order=row["order"] == "first",
             meta_batch_size=row["meta_batch"], inner_clip_norm=1.0)
         trainer.controller.total_steps = 1000
-    trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
+    # The weights' optimizer the binaries build (`build.build_optimizer`).
+    trainer.compile(optimizer=FusedAdam(1e-3))
     return trainer, network
 
 

@@ -19,6 +19,7 @@ from ms_keras.models import build_multitask_model  # noqa: E402
 from ms_keras.sparsity.lam import SparsityStrength  # noqa: E402
 from ms_keras.sparsity.proximal import OuterProx  # noqa: E402
 from ms_keras.trainers.meta_sparsity import MetaSparsityTrainer  # noqa: E402
+from ms_keras.trainers.optimizers import FusedAdam  # noqa: E402
 
 
 # float64, so that Adam's first step (about lr * sign(g)) does not turn the
@@ -37,7 +38,8 @@ def build(strategy, weights=None):
         trainer = MetaSparsityTrainer(
             network, specs, lam=SparsityStrength(0.002),
             prox=OuterProx(network.backbone), inner_steps=1)
-        trainer.compile(optimizer=keras.optimizers.Adam(1e-2),
+        # The binaries' optimizer: its fused update on mirrored variables.
+        trainer.compile(optimizer=FusedAdam(1e-2),
                         lambda_optimizer=keras.optimizers.SGD(1e-3))
         trainer(np.zeros((1, 16, 16, 3)))
         if weights is not None:

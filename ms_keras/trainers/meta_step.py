@@ -2,6 +2,7 @@
 weights and the reverse pass through it, for `MetaSparsityTrainer`."""
 
 import collections
+import contextlib
 
 import keras
 import tensorflow as tf
@@ -127,7 +128,16 @@ class MetaStep:
         # it. The inner loop's is not: an overflow there would reach the
         # query loss itself, not only a gradient the optimizer can skip.
         scale = loss_scale(getattr(self, "optimizer", None))
-        with tf.GradientTape(persistent=self.learns_lambda) as tape:
+        # Lambda's explicit term (Eq. 15) goes through a tape that records
+        # only what depends on lambda: the prox ops (and, for k > 1, the
+        # inner steps after the first). Asked of the outer tape, the same
+        # gradient would walk back through the whole second-order graph to
+        # find them (measured: a fifth of the step's tracing).
+        lam_tape = (tf.GradientTape(watch_accessed_variables=False)
+                    if self.learns_lambda else contextlib.nullcontext())
+        with tf.GradientTape() as tape, lam_tape:
+            if self.learns_lambda:
+                lam_tape.watch(self.lam.raw.value)
             lam = self.lam.value() if sparse else None
             weights = [v.value for v in variables]
             if sparse and self.regrow_prob > 0:
@@ -153,17 +163,14 @@ class MetaStep:
             scaled = query_loss * tf.cast(scale, query_loss.dtype)
         # One reverse pass from the query loss serves the weights and
         # lambda's raw weight; lambda's total derivative (Eq. 15) adds the
-        # penalty term's, whose path to lambda runs through the prox ops only
-        # (for one inner step it never enters the networks).
+        # penalty term's.
         raw = [self.lam.raw.value] if self.learns_lambda else []
         grads = [g / tf.cast(scale, g.dtype) for g in multitask_gradients(
             tape, scaled, [*variables, *raw])]
         lam_grad = None
         if self.learns_lambda:
-            lam_grad = grads.pop() + tape.gradient(
-                weighted_penalty, raw[0],
-                unconnected_gradients=tf.UnconnectedGradients.ZERO)
-            del tape
+            lam_grad = grads.pop() + multitask_gradients(
+                lam_tape, weighted_penalty, raw)[0]
         return MetaGradients(grads, lam_grad, query_loss,
                              query_loss + weighted_penalty, task_losses,
                              tf.stop_gradient(penalty), active)

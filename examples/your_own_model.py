@@ -62,7 +62,8 @@ tasks = [msk.Task("colour", loss=keras.losses.SparseCategoricalCrossentropy(
 # meta-gradients decide which.
 trainer = msk.MetaSparsityTrainer(model, tasks, sparsity_control="budget",
                                   target_sparsity=50, meta_batch_size=2)
-trainer.compile(optimizer=keras.optimizers.Adam(3e-3))
+# Any Keras optimizer; FusedAdam is Adam with TensorFlow's fused update.
+trainer.compile(optimizer=msk.FusedAdam(3e-3))
 trainer.fit(train, validation_data=validation, epochs=8, verbose=2)
 
 report = msk.sparsity_report(model)

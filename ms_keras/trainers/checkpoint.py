@@ -5,7 +5,6 @@ import os
 import time
 
 import keras
-import numpy as np
 
 from ms_keras import metrics as metrics_lib
 from ms_keras import run_dir

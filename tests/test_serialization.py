@@ -16,6 +16,7 @@ from ms_keras import train  # noqa: F401
 from ms_keras.models import build_multitask_model
 from ms_keras.models import layers
 from ms_keras.sparsity import lam
+from ms_keras.trainers.optimizers import FusedAdam
 
 RNG = np.random.default_rng(0)
 MAPS = RNG.uniform(size=(2, 4, 6, 3)).astype(np.float32)
@@ -63,6 +64,9 @@ def _examples():
         "ms_keras>NormalAngleHistogram": (
             metrics.NormalAngleHistogram(prefix="normals_"),
             (NORMALS, MAPS)),
+        "ms_keras>FusedAdam": (
+            FusedAdam(0.02, beta_1=0.8, epsilon=1e-4, global_clipnorm=2.0),
+            np.float32([[0.5, -0.1, 2.0], [1e-3, 3.0, -0.2]])),
     }
 
 
@@ -72,6 +76,13 @@ def _registered():
 
 
 def _outputs(obj, inputs):
+    if isinstance(obj, keras.optimizers.Optimizer):
+        # An optimizer's output: where its steps take a fresh variable.
+        variable = keras.Variable(np.float32([1.0, -2.0, 3.0]))
+        obj.build([variable])
+        for gradient in inputs:
+            obj.apply([gradient], [variable])
+        return {"": np.asarray(variable)}
     if isinstance(obj, keras.metrics.Metric):
         obj.reset_state()
         obj.update_state(*inputs)
@@ -92,7 +103,8 @@ def test_config_round_trip_computes_the_same(name, tmp_path):
     obj, inputs = _examples()[name]
     expected = _outputs(obj, inputs)
     clone = obj.__class__.from_config(obj.get_config())
-    if not isinstance(obj, keras.metrics.Metric):
+    if not isinstance(obj, (keras.metrics.Metric,
+                            keras.optimizers.Optimizer)):
         if inputs is not None and not clone.built:
             clone(inputs)
         clone.set_weights(obj.get_weights())
